@@ -1,0 +1,175 @@
+"""``apikm``: run the service, migrate, drive the local Keycloak, administer keys."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from typing import Annotated, Any
+
+import typer
+
+from apikm.config import ConfigError, Settings, get_settings
+
+app = typer.Typer(help="apikm: personal API keys for Keycloak users.", no_args_is_help=True)
+keycloak_app = typer.Typer(help="Run a local Keycloak with the demo realm (development, tests).",
+                           no_args_is_help=True)
+keys_app = typer.Typer(help="Administer keys directly in the database.", no_args_is_help=True)
+app.add_typer(keycloak_app, name="keycloak")
+app.add_typer(keys_app, name="keys")
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except ConfigError as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="bind address (APIKM_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (APIKM_PORT)")] = None,
+    migrate: Annotated[bool, typer.Option(help="apply database migrations first")] = True,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
+) -> None:
+    """Run the apikm service."""
+    import uvicorn
+
+    settings = _settings()
+    if migrate:
+        _migrate(settings)
+    uvicorn.run("apikm.web.app:app_factory", factory=True, host=host or settings.host,
+                port=port or settings.port, workers=workers, access_log=False,
+                log_config=None, proxy_headers=False, server_header=False)
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations (Alembic) up to the latest."""
+    _migrate(_settings())
+    typer.echo("database is up to date")
+
+
+def _migrate(settings: Settings) -> None:
+    from apikm.migrations import upgrade
+
+    url = settings.effective_database_url
+    if url.startswith("sqlite"):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(url)
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    from apikm import __version__
+
+    typer.echo(__version__)
+
+
+# --- keycloak -----------------------------------------------------------------------------
+def _devstack_port() -> int:
+    return int(os.environ.get("APIKM_DEVSTACK_PORT", "8080"))
+
+
+@keycloak_app.command("up")
+def keycloak_up(port: Annotated[int | None, typer.Option(help="HTTP port")] = None) -> None:
+    """Download (once), start and wait for Keycloak with the demo realm."""
+    from apikm.devstack import keycloak
+
+    typer.echo(f"starting Keycloak {keycloak.KEYCLOAK_VERSION} (first start takes a while)...")
+    info = keycloak.up(port=port or _devstack_port())
+    typer.echo(f"Keycloak is ready: {info.base_url}")
+    typer.echo(f"  admin console: {info.base_url}/admin  ({info.admin_username} / "
+               f"{info.admin_password})")
+    typer.echo(f"  realm:         {info.issuer}")
+    typer.echo("  demo users:    alice/alice, bob/bob, admin/admin (apikm admin), dana/dana")
+    typer.echo(f"  log:           {info.log_file}")
+
+
+@keycloak_app.command("down")
+def keycloak_down() -> None:
+    """Stop the local Keycloak."""
+    from apikm.devstack import keycloak
+
+    typer.echo("stopped" if keycloak.down() else "not running")
+
+
+@keycloak_app.command("status")
+def keycloak_status() -> None:
+    """Say whether the local Keycloak is running."""
+    from apikm.devstack import keycloak
+
+    info = keycloak.status()
+    if info is None:
+        typer.echo("not running")
+        raise typer.Exit(1)
+    typer.echo(f"running: {info.base_url} (pid {info.pid})")
+
+
+# --- keys ---------------------------------------------------------------------------------
+def _key_service(settings: Settings) -> Any:
+    from apikm.web.context import build_context
+
+    return build_context(settings)
+
+
+@keys_app.command("list")
+def keys_list(
+    owner: Annotated[str | None, typer.Option(help="owner's Keycloak user id")] = None,
+    status: Annotated[str | None, typer.Option(help="active|expired|suspended|revoked")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """List keys (all owners)."""
+    settings = _settings()
+
+    async def run() -> list[dict[str, Any]]:
+        ctx = _key_service(settings)
+        try:
+            return await ctx.keys.list_keys(owner, status, limit=10_000)  # type: ignore[no-any-return]
+        finally:
+            await ctx.close()
+
+    rows = asyncio.run(run())
+    if as_json:
+        typer.echo(json.dumps(rows, default=str, indent=2))
+        return
+    for row in rows:
+        typer.echo(f"{row['id']}  {row['hint']:<22} {row['status']:<9} "
+                   f"{row['owner_id']:<36}  {row['name']}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: str,
+    reason: Annotated[str, typer.Option(help="kept in the audit log")] = "revoked from the CLI",
+) -> None:
+    """Revoke any key by id."""
+    from apikm.keys.service import Actor, KeyNotFound
+
+    settings = _settings()
+
+    async def run() -> None:
+        ctx = _key_service(settings)
+        try:
+            await ctx.keys.revoke(key_id, None, Actor("cli", os.environ.get("USER", "cli")),
+                                  reason)
+        finally:
+            await ctx.close()
+
+    try:
+        asyncio.run(run())
+    except KeyNotFound:
+        typer.secho(f"no key {key_id}", fg="red", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"revoked {key_id}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

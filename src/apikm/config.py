@@ -1,0 +1,159 @@
+"""Settings: every knob is an ``APIKM_*`` environment variable, ``.env`` is read when present.
+
+Names kept from the older CS Group APIKeyManager keep their meaning:
+``APIKM_DATABASE_URL``, ``APIKM_DEFAULT_APIKEY_TTL_HOUR``, ``APIKM_KEYCLOAK_SYNC_FREQ``,
+``APIKM_RATE_LIMIT``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from limits import parse as parse_rate_limit
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+KEY_PREFIX_PATTERN = re.compile(r"^[a-z][a-z0-9]{1,15}$")
+
+
+def _split_csv(value: object) -> object:
+    """Let list settings be written as ``a,b,c`` (friendlier than JSON in an env file)."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="APIKM_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # --- service -------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    public_url: str = Field("", description="External base URL; default http://host:port")
+    data_dir: Path = Path("var")
+    database_url: str = ""
+    log_level: str = "INFO"
+    log_json: bool = False
+    access_log: bool = True
+    max_body_bytes: int = Field(64 * 1024, ge=1024)
+
+    # --- keys ----------------------------------------------------------------------------
+    key_prefix: str = "apikm"
+    peppers: SecretStr | None = Field(
+        None, description="'id:secret,id:secret'; the first one hashes new keys"
+    )
+    default_apikey_ttl_hour: int = Field(360, ge=1)
+    max_apikey_ttl_hour: int = Field(24 * 365, ge=1)
+    max_keys_per_user: int = Field(100, ge=1)
+    max_meta_bytes: int = Field(4096, ge=2)
+    max_rotation_overlap_hour: int = Field(24 * 7, ge=0)
+
+    # --- Keycloak / OIDC -----------------------------------------------------------------
+    keycloak_url: str = "http://127.0.0.1:8080"
+    keycloak_realm: str = "demo"
+    oidc_client_id: str = "apikm"
+    oidc_client_secret: SecretStr | None = None
+    oidc_audience: str = "apikm"
+    admin_role: str = "apikm-admin"
+    keycloak_sync_freq: int = Field(300, ge=5)
+
+    # --- verification --------------------------------------------------------------------
+    rate_limit: str = "20/minute"
+    rate_limit_storage: str = "memory://"
+    trusted_proxies: Annotated[list[str], NoDecode] = ["127.0.0.1/32", "::1/128"]
+    cache_ttl_seconds: float = Field(5.0, ge=0)
+    usage_flush_seconds: float = Field(5.0, gt=0)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        return [str(ipaddress.ip_network(item, strict=False)) for item in value]
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not KEY_PREFIX_PATTERN.match(value):
+            raise ValueError("must be 2-16 lowercase letters or digits, starting with a letter")
+        return value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        try:
+            parse_rate_limit(value)
+        except ValueError as exc:
+            raise ValueError(f"not a rate limit such as '20/minute': {exc}") from None
+        return value
+
+    @field_validator("keycloak_url", "public_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _ttl_policy(self) -> Settings:
+        if self.default_apikey_ttl_hour > self.max_apikey_ttl_hour:
+            raise ValueError(
+                "APIKM_DEFAULT_APIKEY_TTL_HOUR must not exceed APIKM_MAX_APIKEY_TTL_HOUR"
+            )
+        return self
+
+    # --- derived values ------------------------------------------------------------------
+    @property
+    def issuer(self) -> str:
+        return f"{self.keycloak_url}/realms/{self.keycloak_realm}"
+
+    @property
+    def effective_database_url(self) -> str:
+        return normalize_database_url(
+            self.database_url or f"sqlite:///{(self.data_dir / 'apikm.db').resolve()}"
+        )
+
+    @property
+    def base_url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept the plain URLs people write and pick the async drivers apikm ships with."""
+    for plain, asynchronous in (
+        ("sqlite://", "sqlite+aiosqlite://"),
+        ("postgresql://", "postgresql+asyncpg://"),
+        ("postgres://", "postgresql+asyncpg://"),
+    ):
+        if url.startswith(plain):
+            return asynchronous + url[len(plain) :]
+    return url
+
+
+class ConfigError(Exception):
+    """Configuration that cannot start apikm; the message names the variables."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            name = "APIKM_" + "_".join(str(p) for p in error["loc"]).upper() if error["loc"] else ""
+            lines.append(f"  {name or 'settings'}: {error['msg']}")
+        raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

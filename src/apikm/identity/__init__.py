@@ -1,0 +1,1 @@
+"""Keycloak: access-token validation, the owners' synced identity."""

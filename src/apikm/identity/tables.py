@@ -1,0 +1,23 @@
+"""What apikm knows of each key owner in Keycloak: the basis of effective rights."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from apikm.db import JSONType, UTCDateTime, metadata
+
+owners = sa.Table(
+    "owners",
+    metadata,
+    sa.Column("user_id", sa.String(64), primary_key=True),  # Keycloak subject
+    sa.Column("username", sa.String(255), nullable=False),
+    sa.Column("email", sa.String(255)),
+    sa.Column("enabled", sa.Boolean(), nullable=False, server_default=sa.true()),
+    # Effective roles, composites resolved: "role" (realm) and "client_id:role" (client).
+    sa.Column("roles", JSONType, nullable=False),
+    sa.Column("groups", JSONType, nullable=False),
+    # When these facts were last confirmed by Keycloak (token or admin API).
+    sa.Column("synced_at", UTCDateTime(), nullable=False),
+    sa.Column("source", sa.String(16), nullable=False),  # token | sync
+    sa.Column("disabled_at", UTCDateTime()),
+)

@@ -1,0 +1,1 @@
+"""The key domain: format, hashing, policy rules, tables and the lifecycle service."""

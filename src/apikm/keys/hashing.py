@@ -1,0 +1,62 @@
+"""Keys are stored only as HMAC-SHA256(pepper, key), with the pepper's id beside the hash.
+
+The pepper lives outside the database (environment or a 0600 file), so a database dump alone
+cannot be used to test guesses. Several peppers can be configured: the first hashes new and
+rotated keys, the others still verify older keys until they are rotated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_PEPPER_ID = re.compile(r"^[A-Za-z0-9._-]{1,32}$")
+MIN_PEPPER_BYTES = 16
+
+
+class PepperError(ValueError):
+    """The configured peppers are unusable; the message never contains a pepper."""
+
+
+@dataclass(frozen=True)
+class PepperRing:
+    current_id: str
+    peppers: dict[str, bytes] = field(repr=False)
+
+    def digest(self, key: str, pepper_id: str | None = None) -> str:
+        pepper = self.peppers[pepper_id or self.current_id]
+        return hmac.new(pepper, key.encode("ascii"), hashlib.sha256).hexdigest()
+
+    def candidates(self, key: str) -> dict[str, str]:
+        """hash -> pepper id for every configured pepper, current first."""
+        return {self.digest(key, pepper_id): pepper_id for pepper_id in self.peppers}
+
+
+def parse_peppers(spec: str) -> PepperRing:
+    """``'v2:secret,v1:older'`` -> ring whose current pepper is ``v2``."""
+    peppers: dict[str, bytes] = {}
+    for entry in (part.strip() for part in spec.split(",")):
+        pepper_id, sep, secret = entry.partition(":")
+        if not sep or not _PEPPER_ID.match(pepper_id):
+            raise PepperError("APIKM_PEPPERS must look like 'id:secret,id:secret'")
+        if len(secret.encode()) < MIN_PEPPER_BYTES:
+            raise PepperError(f"pepper {pepper_id!r} is shorter than {MIN_PEPPER_BYTES} bytes")
+        if pepper_id in peppers:
+            raise PepperError(f"pepper id {pepper_id!r} appears twice")
+        peppers[pepper_id] = secret.encode()
+    return PepperRing(current_id=next(iter(peppers)), peppers=peppers)
+
+
+def load_or_create_pepper_file(path: Path) -> PepperRing:
+    """Development default: a random pepper kept in a 0600 file beside the SQLite database."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(f"local1:{secrets.token_urlsafe(32)}\n")
+    return parse_peppers(path.read_text().strip())

@@ -1,0 +1,126 @@
+"""Lifecycle rules as pure functions: no HTTP, no SQL, easy to test.
+
+Every function raises ``PolicyError`` with a message fit to show to the caller.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from limits import parse as parse_rate_limit
+
+
+class PolicyError(ValueError):
+    def __init__(self, message: str, *, field: str | None = None, details: Any = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.details = details
+
+
+@dataclass(frozen=True)
+class LifetimePolicy:
+    default: timedelta
+    maximum: timedelta
+
+
+def resolve_expiry(requested: datetime | None, now: datetime, policy: LifetimePolicy) -> datetime:
+    """The key's expiry: the default when none is asked, never past the maximum lifetime."""
+    if requested is None:
+        return now + policy.default
+    if requested.tzinfo is None:
+        raise PolicyError("expires_at needs a time zone (e.g. 'Z')", field="expires_at")
+    if requested <= now:
+        raise PolicyError("expires_at must be in the future", field="expires_at")
+    if requested > now + policy.maximum:
+        limit = now + policy.maximum
+        raise PolicyError(
+            f"expires_at is beyond the maximum lifetime ({policy.maximum.days} days); "
+            f"the latest allowed is {limit.isoformat()}",
+            field="expires_at",
+        )
+    return requested
+
+
+def narrowed_expiry(current: datetime, requested: datetime, now: datetime) -> datetime:
+    """Updates may bring an expiry closer, never push it further (no silent extensions)."""
+    if requested.tzinfo is None:
+        raise PolicyError("expires_at needs a time zone (e.g. 'Z')", field="expires_at")
+    if requested <= now:
+        raise PolicyError("expires_at must be in the future", field="expires_at")
+    if requested > current:
+        raise PolicyError(
+            "expires_at can only be brought forward; rotate or create a key for longer",
+            field="expires_at",
+        )
+    return requested
+
+
+def refused_roles(requested: Iterable[str], held: Iterable[str]) -> list[str]:
+    """The requested roles the caller does not hold (empty list: all allowed)."""
+    held_set = set(held)
+    return sorted({role for role in requested if role not in held_set})
+
+
+def normalize_roles(roles: Iterable[str]) -> list[str]:
+    """Sorted, unique, trimmed role names: ``role`` (realm) or ``client_id:role`` (client)."""
+    result = set()
+    for role in roles:
+        name = role.strip()
+        client, sep, client_role = name.partition(":")
+        if not name or (sep and (not client or not client_role)):
+            raise PolicyError(f"invalid role name {role!r}", field="roles")
+        result.add(name)
+    return sorted(result)
+
+
+def normalize_networks(networks: Iterable[str]) -> list[str]:
+    """CIDR list in canonical form (IPv4 and IPv6); a bare address means that one host."""
+    result: list[str] = []
+    for network in networks:
+        try:
+            canonical = str(ipaddress.ip_network(network.strip(), strict=False))
+        except ValueError:
+            raise PolicyError(
+                f"{network!r} is not an IP network in CIDR notation (e.g. 10.0.0.0/8)",
+                field="allowed_networks",
+            ) from None
+        if canonical not in result:
+            result.append(canonical)
+    return result
+
+
+def check_meta(meta: dict[str, Any], max_bytes: int) -> dict[str, Any]:
+    size = len(json.dumps(meta, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > max_bytes:
+        raise PolicyError(
+            f"meta is {size} bytes as JSON; the limit is {max_bytes}", field="meta"
+        )
+    return meta
+
+
+def check_rate_limit(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        parse_rate_limit(value)
+    except ValueError:
+        raise PolicyError(
+            f"{value!r} is not a rate limit such as '100/minute'", field="rate_limit"
+        ) from None
+    return value
+
+
+def rotation_overlap(seconds: int, maximum: timedelta) -> timedelta:
+    if seconds < 0:
+        raise PolicyError("overlap_seconds must not be negative", field="overlap_seconds")
+    if timedelta(seconds=seconds) > maximum:
+        raise PolicyError(
+            f"overlap_seconds exceeds the maximum of {int(maximum.total_seconds())}",
+            field="overlap_seconds",
+        )
+    return timedelta(seconds=seconds)

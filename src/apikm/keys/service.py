@@ -1,0 +1,355 @@
+"""The key lifecycle: create, list, read, update, rotate, revoke, with an audit trail.
+
+Every method takes the owner's id (or None for admins acting on any key), so "users touch only
+their own keys" is enforced in one place: a key of someone else is simply not found.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from apikm.db import utcnow
+from apikm.identity.principal import Principal
+from apikm.keys import policy
+from apikm.keys.format import generate_key, key_hint
+from apikm.keys.hashing import PepperRing
+from apikm.keys.tables import api_keys, audit_events, key_usage_daily
+
+STATUSES = ("active", "expired", "suspended", "revoked")
+
+
+class KeyNotFound(LookupError):
+    pass
+
+
+class RolesRefused(policy.PolicyError):
+    pass
+
+
+class KeyLimitReached(policy.PolicyError):
+    pass
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts, for the audit log: a user, an admin, or apikm itself (sync, CLI)."""
+
+    user_id: str
+    name: str
+    ip: str | None = None
+
+    @classmethod
+    def of(cls, principal: Principal) -> Actor:
+        return cls(principal.user_id, principal.username, principal.client_ip)
+
+
+@dataclass(frozen=True)
+class KeyPolicy:
+    prefix: str
+    lifetime: policy.LifetimePolicy
+    max_keys_per_user: int
+    max_meta_bytes: int
+    max_rotation_overlap: timedelta
+
+
+@dataclass(frozen=True)
+class NewKey:
+    name: str
+    roles: Sequence[str]
+    description: str = ""
+    expires_at: datetime | None = None
+    allowed_networks: Sequence[str] = ()
+    meta: dict[str, Any] = field(default_factory=dict)
+    rate_limit: str | None = None
+
+
+@dataclass(frozen=True)
+class KeyChanges:
+    """A PATCH: only fields that are set change; rights can only be narrowed."""
+
+    name: str | None = None
+    description: str | None = None
+    roles: Sequence[str] | None = None
+    expires_at: datetime | None = None
+    allowed_networks: Sequence[str] | None = None
+    meta: dict[str, Any] | None = None
+    rate_limit: str | None = None
+    clear_rate_limit: bool = False
+
+
+@dataclass(frozen=True)
+class CreatedKey:
+    key: dict[str, Any]
+    secret: str = field(repr=False)
+
+
+class KeyService:
+    def __init__(self, engine: AsyncEngine, rules: KeyPolicy, peppers: PepperRing,
+                 on_change: Callable[[], None] = lambda: None) -> None:
+        self._engine = engine
+        self._rules = rules
+        self._peppers = peppers
+        self._on_change = on_change  # e.g. clear the verification cache
+
+    # --- create --------------------------------------------------------------------------
+    async def create(self, owner: Principal, new: NewKey) -> CreatedKey:
+        now = utcnow()
+        roles = policy.normalize_roles(new.roles)
+        refused = policy.refused_roles(roles, owner.roles)
+        if refused:
+            raise RolesRefused(
+                "you can only grant roles you hold", field="roles", details={"refused": refused}
+            )
+        key_id = str(uuid.uuid4())
+        values: dict[str, Any] = {
+            "id": key_id,
+            "owner_id": owner.user_id,
+            "name": new.name,
+            "description": new.description,
+            "roles": roles,
+            "allowed_networks": policy.normalize_networks(new.allowed_networks),
+            "meta": policy.check_meta(new.meta, self._rules.max_meta_bytes),
+            "rate_limit": policy.check_rate_limit(new.rate_limit),
+            "status": "active",
+            "expires_at": policy.resolve_expiry(new.expires_at, now, self._rules.lifetime),
+            "created_at": now,
+            "created_by": owner.user_id,
+            "updated_at": now,
+            "use_count": 0,
+        }
+        async with self._engine.begin() as conn:
+            await self._check_quota(conn, owner.user_id, now)
+            secret = await self._insert_with_fresh_secret(conn, values)
+            await _audit(conn, "create", Actor.of(owner), key_id, owner.user_id,
+                         {"name": new.name, "roles": roles})
+            row = await self._fetch(conn, key_id, owner.user_id)
+        return CreatedKey(self.present(row, now), secret)
+
+    async def _check_quota(self, conn: AsyncConnection, owner_id: str, now: datetime) -> None:
+        live = await conn.scalar(
+            sa.select(sa.func.count()).select_from(api_keys).where(
+                api_keys.c.owner_id == owner_id,
+                api_keys.c.status != "revoked",
+                api_keys.c.expires_at > now,
+            )
+        )
+        if (live or 0) >= self._rules.max_keys_per_user:
+            raise KeyLimitReached(
+                f"you already have {live} live keys; the limit is "
+                f"{self._rules.max_keys_per_user}. Revoke one first."
+            )
+
+    async def _insert_with_fresh_secret(self, conn: AsyncConnection,
+                                        values: dict[str, Any]) -> str:
+        # A public-id collision (47 random bits) is unlikely but must not be a 500.
+        for _attempt in range(3):
+            key = generate_key(self._rules.prefix)
+            row = {**values, "public_id": key.public_id,
+                   "secret_hash": self._peppers.digest(key.full),
+                   "pepper_id": self._peppers.current_id}
+            try:
+                async with conn.begin_nested():
+                    await conn.execute(sa.insert(api_keys).values(row))
+                return key.full
+            except IntegrityError:
+                continue
+        raise RuntimeError("could not allocate a unique key id")
+
+    # --- read ----------------------------------------------------------------------------
+    async def list_keys(self, owner_id: str | None, status: str | None = None,
+                   limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+        now = utcnow()
+        query = sa.select(api_keys).order_by(api_keys.c.created_at.desc(), api_keys.c.id)
+        if owner_id is not None:
+            query = query.where(api_keys.c.owner_id == owner_id)
+        if status is not None:
+            query = query.where(_status_filter(status, now))
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query.limit(limit).offset(offset))).all()
+        return [self.present(row, now) for row in rows]
+
+    async def get(self, key_id: str, owner_id: str | None) -> dict[str, Any]:
+        async with self._engine.connect() as conn:
+            return self.present(await self._fetch(conn, key_id, owner_id), utcnow())
+
+    async def daily_usage(self, key_id: str, owner_id: str | None,
+                          days: int = 30) -> list[dict[str, Any]]:
+        since = (utcnow() - timedelta(days=days - 1)).date()
+        async with self._engine.connect() as conn:
+            await self._fetch(conn, key_id, owner_id)
+            rows = (await conn.execute(
+                sa.select(key_usage_daily.c.day, key_usage_daily.c.count)
+                .where(key_usage_daily.c.key_id == key_id, key_usage_daily.c.day >= since)
+                .order_by(key_usage_daily.c.day)
+            )).all()
+        return [{"day": row.day.isoformat(), "count": row.count} for row in rows]
+
+    # --- change --------------------------------------------------------------------------
+    async def update(self, key_id: str, owner_id: str | None, changes: KeyChanges,
+                     actor: Actor) -> dict[str, Any]:
+        now = utcnow()
+        async with self._engine.begin() as conn:
+            row = await self._fetch(conn, key_id, owner_id, for_update=True)
+            if row.status == "revoked":
+                raise policy.PolicyError("a revoked key cannot be changed")
+            values = self._changed_values(row, changes, now)
+            if values:
+                values["updated_at"] = now
+                await conn.execute(sa.update(api_keys).where(api_keys.c.id == key_id)
+                                   .values(**values))
+                await _audit(conn, "update", actor, key_id, row.owner_id,
+                             {"fields": sorted(k for k in values if k != "updated_at")})
+            row = await self._fetch(conn, key_id, owner_id)
+        self._on_change()
+        return self.present(row, now)
+
+    def _changed_values(self, row: Any, changes: KeyChanges, now: datetime) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        if changes.name is not None:
+            values["name"] = changes.name
+        if changes.description is not None:
+            values["description"] = changes.description
+        if changes.roles is not None:
+            roles = policy.normalize_roles(changes.roles)
+            added = policy.refused_roles(roles, row.roles)
+            if added:
+                raise RolesRefused("roles can only be removed from a key", field="roles",
+                                   details={"refused": added})
+            values["roles"] = roles
+        if changes.expires_at is not None:
+            values["expires_at"] = policy.narrowed_expiry(row.expires_at, changes.expires_at,
+                                                          now)
+        if changes.allowed_networks is not None:
+            values["allowed_networks"] = policy.normalize_networks(changes.allowed_networks)
+        if changes.meta is not None:
+            values["meta"] = policy.check_meta(changes.meta, self._rules.max_meta_bytes)
+        if changes.clear_rate_limit:
+            values["rate_limit"] = None
+        elif changes.rate_limit is not None:
+            values["rate_limit"] = policy.check_rate_limit(changes.rate_limit)
+        return values
+
+    async def rotate(self, key_id: str, owner_id: str | None, overlap_seconds: int,
+                     actor: Actor) -> CreatedKey:
+        now = utcnow()
+        overlap = policy.rotation_overlap(overlap_seconds, self._rules.max_rotation_overlap)
+        async with self._engine.begin() as conn:
+            row = await self._fetch(conn, key_id, owner_id, for_update=True)
+            if row.status != "active" or row.expires_at <= now:
+                raise policy.PolicyError("only an active key can be rotated")
+            key = generate_key(self._rules.prefix, public_id=row.public_id)
+            keep_old = overlap > timedelta(0)
+            await conn.execute(sa.update(api_keys).where(api_keys.c.id == key_id).values(
+                secret_hash=self._peppers.digest(key.full),
+                pepper_id=self._peppers.current_id,
+                previous_secret_hash=row.secret_hash if keep_old else None,
+                previous_pepper_id=row.pepper_id if keep_old else None,
+                previous_secret_expires_at=now + overlap if keep_old else None,
+                rotated_at=now,
+                updated_at=now,
+            ))
+            await _audit(conn, "rotate", actor, key_id, row.owner_id,
+                         {"overlap_seconds": overlap_seconds})
+            row = await self._fetch(conn, key_id, owner_id)
+        self._on_change()
+        return CreatedKey(self.present(row, now), key.full)
+
+    async def revoke(self, key_id: str, owner_id: str | None, actor: Actor,
+                     reason: str | None = None) -> dict[str, Any]:
+        now = utcnow()
+        async with self._engine.begin() as conn:
+            row = await self._fetch(conn, key_id, owner_id, for_update=True)
+            if row.status != "revoked":
+                await conn.execute(sa.update(api_keys).where(api_keys.c.id == key_id).values(
+                    status="revoked", revoked_at=now, revoked_by=actor.name,
+                    revoked_reason=reason or "revoked by " + actor.name,
+                    previous_secret_hash=None, previous_secret_expires_at=None, updated_at=now,
+                ))
+                await _audit(conn, "revoke", actor, key_id, row.owner_id,
+                             {"reason": reason} if reason else {})
+            row = await self._fetch(conn, key_id, owner_id)
+        self._on_change()
+        return self.present(row, now)
+
+    # --- helpers -------------------------------------------------------------------------
+    async def _fetch(self, conn: AsyncConnection, key_id: str, owner_id: str | None,
+                     for_update: bool = False) -> Any:
+        query = sa.select(api_keys).where(api_keys.c.id == key_id)
+        if owner_id is not None:
+            query = query.where(api_keys.c.owner_id == owner_id)
+        if for_update:
+            query = query.with_for_update()
+        row = (await conn.execute(query)).first()
+        if row is None:
+            raise KeyNotFound(key_id)
+        return row
+
+    def present(self, row: Any, now: datetime) -> dict[str, Any]:
+        """The public representation of a key (never its hash)."""
+        return {
+            "id": row.id,
+            "public_id": row.public_id,
+            "hint": key_hint(self._rules.prefix, row.public_id),
+            "owner_id": row.owner_id,
+            "name": row.name,
+            "description": row.description,
+            "roles": list(row.roles),
+            "allowed_networks": list(row.allowed_networks),
+            "meta": row.meta,
+            "rate_limit": row.rate_limit,
+            "status": derived_status(row.status, row.expires_at, now),
+            "expires_at": row.expires_at,
+            "created_at": row.created_at,
+            "updated_at": row.updated_at,
+            "rotated_at": row.rotated_at,
+            "previous_secret_expires_at": row.previous_secret_expires_at,
+            "revoked_at": row.revoked_at,
+            "revoked_by": row.revoked_by,
+            "revoked_reason": row.revoked_reason,
+            "last_used_at": row.last_used_at,
+            "last_used_ip": row.last_used_ip,
+            "use_count": row.use_count,
+        }
+
+
+def derived_status(stored: str, expires_at: datetime, now: datetime) -> str:
+    if stored == "active" and expires_at <= now:
+        return "expired"
+    return stored
+
+
+def _status_filter(status: str, now: datetime) -> sa.ColumnElement[bool]:
+    if status == "active":
+        return sa.and_(api_keys.c.status == "active", api_keys.c.expires_at > now)
+    if status == "expired":
+        return sa.and_(api_keys.c.status != "revoked", api_keys.c.expires_at <= now)
+    return api_keys.c.status == status
+
+
+async def _audit(conn: AsyncConnection, action: str, actor: Actor, key_id: str | None,
+                 owner_id: str | None, details: dict[str, Any]) -> None:
+    await conn.execute(sa.insert(audit_events).values(
+        at=utcnow(), action=action, actor_id=actor.user_id, actor_name=actor.name,
+        actor_ip=actor.ip, key_id=key_id, owner_id=owner_id, details=details,
+    ))
+
+
+async def list_audit(engine: AsyncEngine, *, key_id: str | None = None,
+                     owner_id: str | None = None, actor_id: str | None = None,
+                     limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+    query = sa.select(audit_events).order_by(audit_events.c.id.desc())
+    for column, value in ((audit_events.c.key_id, key_id), (audit_events.c.owner_id, owner_id),
+                          (audit_events.c.actor_id, actor_id)):
+        if value is not None:
+            query = query.where(column == value)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query.limit(limit).offset(offset))).all()
+    return [dict(row._mapping) for row in rows]

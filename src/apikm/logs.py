@@ -1,0 +1,67 @@
+"""Structured logs (structlog) that never carry a secret.
+
+Two guards: fields with a secret-sounding name are masked, and anything shaped like an apikm
+key or a JWT is masked wherever it appears in a string.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+from apikm.keys.format import key_pattern
+
+_SECRET_FIELDS = re.compile(r"(secret|token|password|passwd|authorization|pepper|api_?key|^key$)",
+                            re.IGNORECASE)
+_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
+
+
+class Redactor:
+    def __init__(self, prefix: str) -> None:
+        self._key = key_pattern(prefix)
+
+    def scrub(self, text: str) -> str:
+        return _JWT.sub("[jwt]", self._key.sub("[key]", text))
+
+    def __call__(self, _logger: Any, _method: str,
+                 event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        for name, value in list(event.items()):
+            if _SECRET_FIELDS.search(name) and name != "event":
+                event[name] = "[redacted]"
+            elif isinstance(value, str):
+                event[name] = self.scrub(value)
+        return event
+
+
+def configure_logging(level: str = "INFO", json_output: bool = False,
+                      key_prefix: str = "apikm") -> None:
+    redactor = Redactor(key_prefix)
+    renderer: Any = (structlog.processors.JSONRenderer() if json_output
+                     else structlog.dev.ConsoleRenderer(colors=False))
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        redactor,
+    ]
+    structlog.configure(
+        processors=[*shared, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    # Route the standard library's records (uvicorn, sqlalchemy) through the same redaction.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        foreign_pre_chain=shared,
+    ))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())

@@ -1,0 +1,1 @@
+"""The hot path: is this key good, and who stands behind it?"""

@@ -1,0 +1,64 @@
+"""What verification needs to know about a key, read in one query and cached."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    id: str
+    public_id: str
+    name: str
+    status: str  # active | suspended | revoked
+    expires_at: datetime
+    granted_roles: frozenset[str]
+    allowed_networks: tuple[IPNetwork, ...]
+    meta: dict[str, Any]
+    rate_limit: str | None
+    secret_hash: str
+    previous_secret_hash: str | None
+    previous_secret_expires_at: datetime | None
+    revoked_reason: str | None
+    owner_id: str
+    username: str
+    email: str | None
+    owner_enabled: bool
+    owner_roles: frozenset[str]
+    owner_groups: tuple[str, ...]
+    owner_synced_at: datetime
+
+    @property
+    def effective_roles(self) -> frozenset[str]:
+        """Granted ∩ what the owner holds now: a key never carries more than its owner."""
+        return self.granted_roles & self.owner_roles
+
+
+def record_from_row(row: Any) -> KeyRecord:
+    return KeyRecord(
+        id=row.id,
+        public_id=row.public_id,
+        name=row.name,
+        status=row.status,
+        expires_at=row.expires_at,
+        granted_roles=frozenset(row.roles),
+        allowed_networks=tuple(ipaddress.ip_network(n) for n in row.allowed_networks),
+        meta=row.meta,
+        rate_limit=row.rate_limit,
+        secret_hash=row.secret_hash,
+        previous_secret_hash=row.previous_secret_hash,
+        previous_secret_expires_at=row.previous_secret_expires_at,
+        revoked_reason=row.revoked_reason,
+        owner_id=row.owner_id,
+        username=row.username,
+        email=row.email,
+        owner_enabled=row.enabled,
+        owner_roles=frozenset(row.owner_roles),
+        owner_groups=tuple(row.groups),
+        owner_synced_at=row.synced_at,
+    )

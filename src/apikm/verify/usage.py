@@ -1,0 +1,113 @@
+"""Usage counting without a database write per request.
+
+Verifications add to in-memory counters; a background task writes them every
+``APIKM_USAGE_FLUSH_SECONDS`` (and at shutdown) as one UPDATE per used key and one upsert per
+key and day. A crash loses at most one interval of counts, never a key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from apikm.db import upsert
+from apikm.keys.tables import api_keys, key_usage_daily
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class _Usage:
+    count: int
+    last_used_at: dt.datetime
+    last_used_ip: str | None
+
+
+class UsageRecorder:
+    def __init__(self, engine: AsyncEngine, interval: float) -> None:
+        self._engine = engine
+        self._interval = interval
+        self._pending: dict[str, _Usage] = {}
+        self._daily: dict[tuple[str, dt.date], int] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def record(self, key_id: str, at: dt.datetime, client_ip: str | None) -> None:
+        usage = self._pending.get(key_id)
+        if usage is None:
+            self._pending[key_id] = _Usage(1, at, client_ip)
+        else:
+            usage.count += 1
+            usage.last_used_at = at
+            usage.last_used_ip = client_ip or usage.last_used_ip
+        day_key = (key_id, at.date())
+        self._daily[day_key] = self._daily.get(day_key, 0) + 1
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="usage-flush")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.flush()
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.flush()
+            except Exception:  # keep counting; the next flush retries what was kept
+                log.exception("usage flush failed")
+
+    async def flush(self) -> int:
+        """Write what was counted; returns the number of keys written."""
+        pending, daily = self._pending, self._daily
+        if not pending:
+            return 0
+        self._pending, self._daily = {}, {}
+        try:
+            async with self._engine.begin() as connection:
+                for key_id, usage in pending.items():
+                    await connection.execute(
+                        sa.update(api_keys)
+                        .where(api_keys.c.id == key_id)
+                        .values(
+                            use_count=api_keys.c.use_count + usage.count,
+                            last_used_at=usage.last_used_at,
+                            last_used_ip=usage.last_used_ip,
+                        )
+                    )
+                await self._upsert_daily(connection, daily)
+        except Exception:
+            self._merge_back(pending, daily)
+            raise
+        return len(pending)
+
+    async def _upsert_daily(self, connection: AsyncConnection,
+                            daily: dict[tuple[str, dt.date], int]) -> None:
+        rows = [{"key_id": k, "day": d, "count": n} for (k, d), n in daily.items()]
+        insert = upsert(connection.dialect.name, key_usage_daily).values(rows)
+        await connection.execute(
+            insert.on_conflict_do_update(
+                index_elements=["key_id", "day"],
+                set_={"count": key_usage_daily.c.count + insert.excluded.count},
+            )
+        )
+
+    def _merge_back(self, pending: dict[str, _Usage],
+                    daily: dict[tuple[str, dt.date], int]) -> None:
+        for key_id, usage in pending.items():
+            current = self._pending.get(key_id)
+            if current is None:
+                self._pending[key_id] = usage
+            else:
+                current.count += usage.count
+        for day_key, count in daily.items():
+            self._daily[day_key] = self._daily.get(day_key, 0) + count

@@ -1,0 +1,121 @@
+"""Request and response bodies of the key API (what /docs shows)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+
+from apikm.keys.service import KeyChanges, NewKey
+
+
+def _printable(value: str) -> str:
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+Name = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(str.strip),
+                 AfterValidator(_printable), Field(examples=["gdal on my laptop"])]
+Description = Annotated[str, Field(max_length=1000)]
+Role = Annotated[str, Field(min_length=1, max_length=255, examples=["geoserver:read"])]
+Network = Annotated[str, Field(min_length=1, max_length=64, examples=["10.0.0.0/8"])]
+RateLimit = Annotated[str, Field(max_length=32, examples=["100/minute"])]
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name
+    description: Description = ""
+    roles: list[Role] = Field(default_factory=list, max_length=100,
+                              description="realm roles, and client roles as client_id:role")
+    expires_at: AwareDatetime | None = Field(None, description="default from policy")
+    allowed_networks: list[Network] = Field(default_factory=list, max_length=100)
+    meta: dict[str, Any] = Field(default_factory=dict)
+    rate_limit: RateLimit | None = None
+
+    def to_domain(self) -> NewKey:
+        return NewKey(name=self.name, description=self.description, roles=self.roles,
+                      expires_at=self.expires_at, allowed_networks=self.allowed_networks,
+                      meta=self.meta, rate_limit=self.rate_limit)
+
+
+class KeyUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name | None = None
+    description: Description | None = None
+    roles: list[Role] | None = Field(None, max_length=100, description="can only shrink")
+    expires_at: AwareDatetime | None = Field(None, description="can only come closer")
+    allowed_networks: list[Network] | None = Field(None, max_length=100)
+    meta: dict[str, Any] | None = None
+    rate_limit: RateLimit | None = Field(None, description="null removes the limit")
+
+    def to_domain(self) -> KeyChanges:
+        clear = "rate_limit" in self.model_fields_set and self.rate_limit is None
+        return KeyChanges(name=self.name, description=self.description, roles=self.roles,
+                          expires_at=self.expires_at, allowed_networks=self.allowed_networks,
+                          meta=self.meta, rate_limit=self.rate_limit, clear_rate_limit=clear)
+
+
+class KeyRotate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    overlap_seconds: int = Field(0, ge=0, description="how long the old secret keeps working")
+
+
+class KeyOut(BaseModel):
+    id: str
+    public_id: str
+    hint: str
+    owner_id: str
+    name: str
+    description: str
+    roles: list[str]
+    allowed_networks: list[str]
+    meta: dict[str, Any]
+    rate_limit: str | None
+    status: str = Field(description="active, expired, suspended or revoked")
+    expires_at: datetime
+    created_at: datetime
+    updated_at: datetime
+    rotated_at: datetime | None
+    previous_secret_expires_at: datetime | None
+    revoked_at: datetime | None
+    revoked_by: str | None
+    revoked_reason: str | None
+    last_used_at: datetime | None
+    last_used_ip: str | None
+    use_count: int
+
+
+class KeyWithSecret(KeyOut):
+    key: str = Field(description="the API key itself: shown this once, store it now")
+
+
+class DailyUsage(BaseModel):
+    day: str
+    count: int
+
+
+class AuditEvent(BaseModel):
+    id: int
+    at: datetime
+    action: str
+    actor_id: str
+    actor_name: str
+    actor_ip: str | None
+    key_id: str | None
+    owner_id: str | None
+    details: dict[str, Any]
+
+
+class Me(BaseModel):
+    user_id: str
+    username: str
+    email: str | None
+    roles: list[str] = Field(description="roles you may grant to a key")
+    groups: list[str]
+    is_admin: bool

@@ -1,0 +1,71 @@
+"""Everything a request handler needs, built once at start-up (no per-request injection)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from apikm.config import Settings
+from apikm.db import create_engine
+from apikm.identity.tokens import TokenValidator
+from apikm.keys.hashing import PepperRing, load_or_create_pepper_file, parse_peppers
+from apikm.keys.policy import LifetimePolicy
+from apikm.keys.service import KeyPolicy, KeyService
+from apikm.verify.limiter import Limiter
+from apikm.verify.store import KeyStore
+from apikm.verify.usage import UsageRecorder
+from apikm.verify.verifier import Verifier
+from apikm.web.clientip import ClientAddressResolver
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    engine: AsyncEngine
+    http: httpx.AsyncClient
+    tokens: TokenValidator
+    keys: KeyService
+    verifier: Verifier
+    usage: UsageRecorder
+    addresses: ClientAddressResolver
+
+    async def close(self) -> None:
+        await self.usage.stop()
+        await self.http.aclose()
+        await self.engine.dispose()
+
+
+def pepper_ring(settings: Settings) -> PepperRing:
+    if settings.peppers is not None:
+        return parse_peppers(settings.peppers.get_secret_value())
+    return load_or_create_pepper_file(settings.data_dir / "pepper")
+
+
+def build_context(settings: Settings) -> AppContext:
+    engine = create_engine(settings.effective_database_url)
+    http = httpx.AsyncClient(headers={"User-Agent": "apikm"})
+    peppers = pepper_ring(settings)
+    store = KeyStore(engine, settings.cache_ttl_seconds)
+    usage = UsageRecorder(engine, settings.usage_flush_seconds)
+    rules = KeyPolicy(
+        prefix=settings.key_prefix,
+        lifetime=LifetimePolicy(default=timedelta(hours=settings.default_apikey_ttl_hour),
+                                maximum=timedelta(hours=settings.max_apikey_ttl_hour)),
+        max_keys_per_user=settings.max_keys_per_user,
+        max_meta_bytes=settings.max_meta_bytes,
+        max_rotation_overlap=timedelta(hours=settings.max_rotation_overlap_hour),
+    )
+    return AppContext(
+        settings=settings,
+        engine=engine,
+        http=http,
+        tokens=TokenValidator(settings.issuer, settings.oidc_audience, http),
+        keys=KeyService(engine, rules, peppers, on_change=store.clear),
+        verifier=Verifier(settings.key_prefix, peppers, store,
+                          Limiter(settings.rate_limit, settings.rate_limit_storage), usage),
+        usage=usage,
+        addresses=ClientAddressResolver(settings.trusted_proxies),
+    )
