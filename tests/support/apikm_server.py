@@ -1,0 +1,63 @@
+"""Runs the real ``apikm serve`` in a subprocess, as an operator would."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support.ports import free_port, wait_http
+
+
+@dataclass(frozen=True)
+class ApikmServer:
+    url: str
+    database_url: str
+    data_dir: Path
+    log_file: Path
+    env: dict[str, str]
+
+    def log_text(self) -> str:
+        return self.log_file.read_text(errors="replace")
+
+
+@contextmanager
+def apikm_server(database_url: str | None, keycloak_url: str, realm: str = "demo",
+                 **settings: str) -> Iterator[ApikmServer]:
+    data_dir = Path(tempfile.mkdtemp(prefix="apikm-test-"))
+    port = free_port()
+    db_url = database_url or f"sqlite+aiosqlite:///{data_dir / 'apikm.db'}"
+    env = {
+        **os.environ,
+        "APIKM_HOST": "127.0.0.1",
+        "APIKM_PORT": str(port),
+        "APIKM_DATA_DIR": str(data_dir),
+        "APIKM_DATABASE_URL": db_url,
+        "APIKM_KEYCLOAK_URL": keycloak_url,
+        "APIKM_KEYCLOAK_REALM": realm,
+        "APIKM_PEPPERS": f"t1:{secrets.token_urlsafe(24)}",
+        "APIKM_USAGE_FLUSH_SECONDS": "0.5",
+        "APIKM_LOG_LEVEL": "DEBUG",
+        **{f"APIKM_{k.upper()}": v for k, v in settings.items()},
+    }
+    log_file = data_dir / "apikm.log"
+    with log_file.open("wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "apikm.cli", "serve"], env=env,
+                                   stdout=log, stderr=subprocess.STDOUT)
+    server = ApikmServer(f"http://127.0.0.1:{port}", db_url, data_dir, log_file, env)
+    try:
+        wait_http(f"{server.url}/healthz", timeout=60)
+        yield server
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
