@@ -9,6 +9,7 @@ and a small JSON state file. The state file, not the calling process, owns the s
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -127,7 +128,9 @@ def _download(tarball: Path) -> None:
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         fetched = Path(tmp) / tarball.name
         if done.returncode != 0 or not fetched.is_file():
-            raise DevstackError(f"mvn could not fetch {KEYCLOAK_ARTIFACT}:\n{done.stdout}")
+            raise DevstackError(
+                f"mvn could not fetch {KEYCLOAK_ARTIFACT}:\n{done.stdout}{done.stderr}"
+            )
         fetched.replace(tarball)
 
 
@@ -186,7 +189,7 @@ def _read_state(p: _Paths) -> _State | None:
 
 def _write_state(p: _Paths, state: _State) -> None:
     tmp = p.state.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state.__dict__))
+    tmp.write_text(json.dumps(dataclasses.asdict(state)))
     tmp.replace(p.state)
 
 
