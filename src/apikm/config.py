@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     oidc_client_secret: SecretStr | None = None
     oidc_audience: str = "apikm"
     admin_role: str = "apikm-admin"
+    token_leeway_seconds: int = Field(30, ge=0, le=300, description="clock skew allowed")
     keycloak_sync_freq: int = Field(300, ge=5)
 
     # --- verification --------------------------------------------------------------------

@@ -70,9 +70,11 @@ def _has_kid(keys: KeySet, kid: str) -> bool:
 
 
 class TokenValidator:
-    def __init__(self, issuer: str, audience: str, http: httpx.AsyncClient) -> None:
+    def __init__(self, issuer: str, audience: str, http: httpx.AsyncClient,
+                 leeway: int = LEEWAY_SECONDS) -> None:
         self.issuer = issuer
         self.audience = audience
+        self.leeway = leeway
         self.jwks = JwksCache(f"{issuer}/protocol/openid-connect/certs", http)
 
     async def validate(self, token: str, client_ip: str | None = None) -> Principal:
@@ -93,7 +95,7 @@ class TokenValidator:
 
     def _check_claims(self, claims: dict[str, Any]) -> None:
         registry = jwt.JWTClaimsRegistry(
-            leeway=LEEWAY_SECONDS,
+            leeway=self.leeway,
             iss={"essential": True, "value": self.issuer},
             exp={"essential": True},
             sub={"essential": True},
