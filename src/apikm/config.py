@@ -11,7 +11,7 @@ import ipaddress
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from limits import parse as parse_rate_limit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -71,12 +71,32 @@ class Settings(BaseSettings):
     cache_ttl_seconds: float = Field(5.0, ge=0)
     usage_flush_seconds: float = Field(5.0, gt=0)
 
-    @field_validator("trusted_proxies", mode="before")
+    # --- forward auth (/v1/auth) ---------------------------------------------------------
+    auth_header: Annotated[list[str], NoDecode] = Field(
+        ["X-API-Key"], description="request headers that may carry the key, in order")
+    auth_query_param: str = Field("apikey", min_length=1, max_length=64,
+                                  description="query parameter of the original URI")
+    auth_realm: str = Field("apikm", description="realm named in WWW-Authenticate")
+    auth_upstream_jwt: bool = Field(False, description="mint a JWT for the upstream request "
+                                    "on every route (else only with ?jwt=1)")
+
+    # --- tokens: exchange, signing, introspection ----------------------------------------
+    exchange_mode: Literal["apikm", "keycloak"] = "apikm"
+    token_ttl_seconds: int = Field(300, ge=30, le=86400)
+    token_audience: Annotated[list[str], NoDecode] = Field(
+        ["apikm"], description="aud of apikm-signed tokens, besides the key's clients")
+    signing_alg: Literal["ES256", "RS256"] = "ES256"
+    keycloak_idp_alias: str = Field("apikm", pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    introspect_networks: Annotated[list[str], NoDecode] = ["127.0.0.1/32", "::1/128"]
+    introspect_role: str = "apikm-introspect"
+
+    @field_validator("trusted_proxies", "introspect_networks", "auth_header",
+                     "token_audience", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
 
-    @field_validator("trusted_proxies")
+    @field_validator("trusted_proxies", "introspect_networks")
     @classmethod
     def _cidrs(cls, value: list[str]) -> list[str]:
         return [str(ipaddress.ip_network(item, strict=False)) for item in value]
