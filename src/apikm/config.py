@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     token_leeway_seconds: int = Field(30, ge=0, le=300, description="clock skew allowed")
     keycloak_sync_freq: int = Field(300, ge=5)
 
+    # --- web UI sessions -----------------------------------------------------------------
+    session_secret: SecretStr | None = Field(
+        None, description="'secret,older-secret' for session cookies; the first one encrypts. "
+        "Default: a random secret in a 0600 file under APIKM_DATA_DIR (development)")
+    session_lifetime_minutes: int = Field(480, ge=5, le=7 * 24 * 60)
+
     # --- verification --------------------------------------------------------------------
     rate_limit: str = "20/minute"
     rate_limit_storage: str = "memory://"
