@@ -11,7 +11,8 @@ import typer
 
 from apikm.config import ConfigError, Settings, get_settings
 
-app = typer.Typer(help="apikm: personal API keys for Keycloak users.", no_args_is_help=True)
+app = typer.Typer(help="apikm: personal API keys for Keycloak users.", no_args_is_help=True,
+                  pretty_exceptions_show_locals=False)  # locals may hold secrets
 keycloak_app = typer.Typer(help="Run a local Keycloak with the demo realm (development, tests).",
                            no_args_is_help=True)
 keys_app = typer.Typer(help="Administer keys directly in the database.", no_args_is_help=True)

@@ -53,7 +53,8 @@ def apikm_server(database_url: str | None, keycloak_url: str, realm: str = "demo
                                    stdout=log, stderr=subprocess.STDOUT)
     server = ApikmServer(f"http://127.0.0.1:{port}", db_url, data_dir, log_file, env)
     try:
-        wait_http(f"{server.url}/healthz", timeout=60)
+        wait_http(f"{server.url}/healthz", timeout=60, alive=process.poll,
+                  log=server.log_text)
         yield server
     finally:
         process.send_signal(signal.SIGTERM)

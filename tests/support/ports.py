@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 import time
 
 import httpx
@@ -13,10 +14,16 @@ def free_port() -> int:
         return port
 
 
-def wait_http(url: str, timeout: float = 60.0, ok: tuple[int, ...] = (200,)) -> None:
+def wait_http(url: str, timeout: float = 60.0, ok: tuple[int, ...] = (200,),
+              alive: Callable[[], int | None] | None = None,
+              log: Callable[[], str] | None = None) -> None:
+    """Wait for ``url``; fail at once, with the server's log, if its process exits."""
     deadline = time.monotonic() + timeout
     last: object = None
     while time.monotonic() < deadline:
+        if alive is not None and alive() is not None:
+            tail = log()[-3000:] if log else ""
+            raise RuntimeError(f"server for {url} exited before it was ready:\n{tail}")
         try:
             response = httpx.get(url, timeout=2.0)
             if response.status_code in ok:
