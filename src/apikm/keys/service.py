@@ -342,6 +342,12 @@ async def _audit(conn: AsyncConnection, action: str, actor: Actor, key_id: str |
     ))
 
 
+async def record_audit(conn: AsyncConnection, action: str, actor: Actor, key_id: str | None,
+                       owner_id: str | None, details: dict[str, Any]) -> None:
+    """Audit from another domain's transaction (the Keycloak sync suspends and revokes)."""
+    await _audit(conn, action, actor, key_id, owner_id, details)
+
+
 async def list_audit(engine: AsyncEngine, *, key_id: str | None = None,
                      owner_id: str | None = None, actor_id: str | None = None,
                      limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
