@@ -21,3 +21,24 @@ owners = sa.Table(
     sa.Column("source", sa.String(16), nullable=False),  # token | sync
     sa.Column("disabled_at", UTCDateTime()),
 )
+
+# The sync's own state (issue 3). One row per name, so several replicas share it.
+# "admin_events" / "user_events": event cursors; "health": last results, for every replica.
+sync_state = sa.Table(
+    "sync_state",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", JSONType, nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# Leader lease: the replica named in ``holder`` syncs until ``expires_at``; it renews the
+# lease well before then. A plain row works the same on SQLite and PostgreSQL.
+sync_leases = sa.Table(
+    "sync_leases",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(200), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+    sa.Column("acquired_at", UTCDateTime(), nullable=False),
+)
