@@ -11,7 +11,8 @@ from fastapi import FastAPI
 from apikm import __version__
 from apikm.config import Settings, get_settings
 from apikm.logs import configure_logging
-from apikm.web import ops
+from apikm.tokens.services import build_token_services
+from apikm.web import oauth, ops
 from apikm.web.api import admin, keys
 from apikm.web.api.verify import verify_endpoint
 from apikm.web.context import build_context
@@ -28,6 +29,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx = build_context(settings)
         app.state.ctx = ctx
+        app.state.tokens = build_token_services(settings, ctx.verifier, ctx.http)
         ctx.usage.start()
         try:
             yield
@@ -42,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_route("/healthz", ops.healthz, methods=["GET"])
     app.add_route("/readyz", ops.readyz, methods=["GET"])
     app.add_route("/metrics", ops.metrics, methods=["GET"])
+    oauth.add_routes(app, settings)
     app.include_router(keys.router)
     app.include_router(admin.router)
     add_verify_to_openapi(app)
