@@ -1,0 +1,145 @@
+"""Genuine Keycloak access tokens for key owners, through the JWT Authorization Grant.
+
+RFC 7523 as Keycloak 26.6+ implements it: apikm is registered in the realm as an identity
+provider of type ``jwt-authorization-grant`` (issuer = apikm's base URL, keys from apikm's
+JWKS URL), the owner is linked to it (federated identity whose user id is the owner's Keycloak
+subject), and apikm, as the confidential client ``APIKM_OIDC_CLIENT_ID``, posts a short,
+single-use assertion signed with its current signing key to the realm's token endpoint.
+Keycloak then checks the signature, issuer, audience, lifetime, ``jti`` reuse, that the user
+exists, is linked, is enabled and has no pending required actions, and issues a token with the
+user's roles as the client's scopes map them. ``apikm keycloak setup`` prepares the realm.
+
+An owner not linked yet is linked on first use through the admin API, with the client's
+service account (which ``setup`` grants ``manage-users`` for that purpose).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+
+import httpx
+import structlog
+
+from apikm.config import Settings
+from apikm.tokens.signing import SigningKeys
+from apikm.verify.record import KeyRecord
+
+log = structlog.get_logger(__name__)
+
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+ASSERTION_TTL_SECONDS = 60  # Keycloak's default ceiling is 300
+_USER_NOT_LINKED = "User not found"
+
+
+class KeycloakGrantError(Exception):
+    """Keycloak refused or could not be asked; the message is safe to show the key holder."""
+
+    def __init__(self, message: str, *, owner_refused: bool = False) -> None:
+        super().__init__(message)
+        self.owner_refused = owner_refused
+
+
+@dataclass(frozen=True)
+class KeycloakToken:
+    access_token: str
+    expires_in: int
+    scope: str
+
+
+class KeycloakGrant:
+    def __init__(self, settings: Settings, http: httpx.AsyncClient, keys: SigningKeys) -> None:
+        self._settings = settings
+        self._http = http
+        self._keys = keys
+        self._token_endpoint = f"{settings.issuer}/protocol/openid-connect/token"
+        self._admin_base = f"{settings.keycloak_url}/admin/realms/{settings.keycloak_realm}"
+        self._service_token: tuple[float, str] | None = None
+
+    def assertion(self, subject: str) -> str:
+        now = int(time.time())
+        return self._keys.sign({
+            "iss": self._settings.base_url,
+            "sub": subject,
+            "aud": self._settings.issuer,
+            "iat": now,
+            "exp": now + ASSERTION_TTL_SECONDS,
+            "jti": secrets.token_urlsafe(24),
+        })
+
+    async def token_for(self, record: KeyRecord, scope: str | None) -> KeycloakToken:
+        response = await self._grant(record.owner_id, scope)
+        if _error_description(response) == _USER_NOT_LINKED:
+            await self._link(record)
+            response = await self._grant(record.owner_id, scope)
+        if response.status_code != 200:
+            raise _refusal(response)
+        body = response.json()
+        return KeycloakToken(access_token=str(body["access_token"]),
+                             expires_in=int(body.get("expires_in", 0)),
+                             scope=str(body.get("scope", "")))
+
+    async def _grant(self, subject: str, scope: str | None) -> httpx.Response:
+        form = {"grant_type": JWT_BEARER, "assertion": self.assertion(subject),
+                "scope": scope or "openid"}
+        return await self._post_as_client(self._token_endpoint, form)
+
+    async def _post_as_client(self, url: str, form: dict[str, str]) -> httpx.Response:
+        secret = self._settings.oidc_client_secret
+        if secret is None:
+            raise KeycloakGrantError("keycloak exchange mode needs APIKM_OIDC_CLIENT_SECRET")
+        auth = httpx.BasicAuth(self._settings.oidc_client_id, secret.get_secret_value())
+        try:
+            return await self._http.post(url, data=form, auth=auth, timeout=10.0)
+        except httpx.HTTPError as exc:
+            log.warning("keycloak unreachable", error_type=type(exc).__name__)
+            raise KeycloakGrantError("Keycloak is unreachable") from None
+
+    async def _admin_token(self) -> str:
+        cached = self._service_token
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
+        response = await self._post_as_client(self._token_endpoint,
+                                              {"grant_type": "client_credentials"})
+        if response.status_code != 200:
+            raise KeycloakGrantError("apikm's service account cannot sign in to Keycloak")
+        body = response.json()
+        lifetime = max(int(body.get("expires_in", 60)) - 30, 5)
+        self._service_token = (time.monotonic() + lifetime, str(body["access_token"]))
+        return self._service_token[1]
+
+    async def _link(self, record: KeyRecord) -> None:
+        alias = self._settings.keycloak_idp_alias
+        url = f"{self._admin_base}/users/{record.owner_id}/federated-identity/{alias}"
+        headers = {"Authorization": f"Bearer {await self._admin_token()}"}
+        link = {"identityProvider": alias, "userId": record.owner_id, "userName": record.username}
+        try:
+            response = await self._http.post(url, json=link, headers=headers, timeout=10.0)
+        except httpx.HTTPError:
+            raise KeycloakGrantError("Keycloak is unreachable") from None
+        # 409: linked meanwhile by another request or replica; that is what we wanted.
+        if response.status_code not in (200, 201, 204, 409):
+            log.warning("linking owner failed", status=response.status_code, owner=record.owner_id)
+            raise KeycloakGrantError("the key's owner could not be linked to apikm in Keycloak")
+        log.info("linked owner to apikm identity provider", owner=record.owner_id, alias=alias)
+
+
+def _error_description(response: httpx.Response) -> str | None:
+    if response.status_code != 400:
+        return None
+    try:
+        description = response.json().get("error_description")
+    except ValueError:
+        return None
+    return str(description) if description else None
+
+
+def _refusal(response: httpx.Response) -> KeycloakGrantError:
+    description = _error_description(response)
+    log.warning("keycloak refused the authorization grant", status=response.status_code,
+                reason=description)
+    if description in ("User is not enabled", "Account is not fully set up", _USER_NOT_LINKED):
+        return KeycloakGrantError(f"Keycloak refused the key's owner: {description}",
+                                  owner_refused=True)
+    return KeycloakGrantError("Keycloak refused the token request")

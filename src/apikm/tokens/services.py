@@ -1,0 +1,48 @@
+"""Everything token-related the web layer needs, built once at start-up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+
+from apikm.config import Settings
+from apikm.tokens.exchange import ApikmMinter, KeycloakMinter, Minter, TokenExchange
+from apikm.tokens.introspect import IntrospectionNetworks
+from apikm.tokens.keycloak_grant import KeycloakGrant
+from apikm.tokens.signing import SigningKeys
+from apikm.tokens.upstream import UpstreamTokens
+from apikm.verify.verifier import Verifier
+
+
+@dataclass
+class TokenServices:
+    issuer: str
+    keys: SigningKeys
+    minter: Minter
+    exchange: TokenExchange
+    upstream: UpstreamTokens
+    introspectors: IntrospectionNetworks
+
+
+def signing_keys(settings: Settings) -> SigningKeys:
+    return SigningKeys(settings.data_dir / "signing-keys", settings.signing_alg)
+
+
+def build_token_services(settings: Settings, verifier: Verifier,
+                         http: httpx.AsyncClient) -> TokenServices:
+    keys = signing_keys(settings)
+    keys.current()  # create the first key at start-up, not on the first request
+    minter: Minter
+    if settings.exchange_mode == "keycloak":
+        minter = KeycloakMinter(KeycloakGrant(settings, http, keys))
+    else:
+        minter = ApikmMinter(settings, keys)
+    return TokenServices(
+        issuer=settings.base_url,
+        keys=keys,
+        minter=minter,
+        exchange=TokenExchange(verifier, minter),
+        upstream=UpstreamTokens(minter),
+        introspectors=IntrospectionNetworks(settings.introspect_networks),
+    )
