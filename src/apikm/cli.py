@@ -19,6 +19,12 @@ keys_app = typer.Typer(help="Administer keys directly in the database.", no_args
 app.add_typer(keycloak_app, name="keycloak")
 app.add_typer(keys_app, name="keys")
 
+# Token side (issue 4): `apikm keycloak setup`, `apikm signing-keys rotate|list`.
+from apikm.tokens.cli import keycloak_setup, signing_app  # noqa: E402
+
+keycloak_app.command("setup")(keycloak_setup)
+app.add_typer(signing_app, name="signing-keys")
+
 
 def _settings() -> Settings:
     try:
@@ -88,6 +94,20 @@ def keycloak_up(port: Annotated[int | None, typer.Option(help="HTTP port")] = No
     typer.echo(f"  realm:         {info.issuer}")
     typer.echo("  demo users:    alice/alice, bob/bob, admin/admin (apikm admin), dana/dana")
     typer.echo(f"  log:           {info.log_file}")
+    _prepare_demo_exchange(info.base_url, info.admin_username, info.admin_password)
+
+
+def _prepare_demo_exchange(keycloak_url: str, admin_user: str, admin_password: str) -> None:
+    """Make the running demo realm ready for APIKM_EXCHANGE_MODE=keycloak (idempotent)."""
+    from apikm.tokens.cli import demo_setup
+    from apikm.tokens.keycloak_setup import SetupError
+
+    settings = _settings().model_copy(update={"keycloak_url": keycloak_url})
+    try:
+        for change in demo_setup(settings, admin_user, admin_password):
+            typer.echo(f"  exchange:      {change}")
+    except SetupError as exc:
+        typer.secho(f"  exchange:      not prepared: {exc}", fg="yellow", err=True)
 
 
 @keycloak_app.command("down")
