@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
 import time
+from collections.abc import Callable
 
 import httpx
 

@@ -14,13 +14,7 @@ from typing import Any
 
 import httpx
 from joserfc import jws, jwt
-from joserfc.errors import (
-    ExpiredTokenError,
-    InvalidClaimError,
-    InvalidTokenError,
-    JoseError,
-    MissingClaimError,
-)
+from joserfc.errors import ClaimError, ExpiredTokenError, JoseError
 from joserfc.jwk import KeySet
 
 from apikm.identity.principal import Principal, principal_from_claims
@@ -115,8 +109,6 @@ class TokenValidator:
 def _claim_message(exc: JoseError) -> str:
     if isinstance(exc, ExpiredTokenError):
         return "token has expired"
-    if isinstance(exc, InvalidTokenError):
-        return "token is not yet valid"
-    if isinstance(exc, InvalidClaimError | MissingClaimError):
+    if isinstance(exc, ClaimError):  # wrong iss, missing sub, not yet valid (nbf/iat), ...
         return f"token claim rejected: {exc.description}"
     return "token rejected"

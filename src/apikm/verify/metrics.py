@@ -7,6 +7,9 @@ from prometheus_client import Counter, Histogram
 VERIFICATIONS = Counter(
     "apikm_verifications_total", "Key verifications by outcome", ["code", "endpoint"]
 )
+KEY_LOOKUPS = Counter(
+    "apikm_key_lookups_total", "Key lookups by where they were answered", ["source"]
+)
 VERIFY_LATENCY = Histogram(
     "apikm_verification_seconds",
     "Time to verify a key, lookup included",

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from apikm.identity.tables import owners
 from apikm.keys.tables import api_keys
+from apikm.verify.metrics import KEY_LOOKUPS
 from apikm.verify.record import KeyRecord, record_from_row
 
 _LOOKUP_COLUMNS = [
@@ -42,7 +43,9 @@ class KeyStore:
         for digest in candidates:
             hit = self._cache.get(digest)
             if hit is not None and hit[0] > now:
+                KEY_LOOKUPS.labels("cache").inc()
                 return digest, hit[1]
+        KEY_LOOKUPS.labels("database").inc()
         found = await self._query(candidates)
         if found is not None and self._ttl > 0:
             self._remember(found[0], found[1], now)

@@ -29,7 +29,7 @@ def test_expiry_in_past_or_beyond_maximum_is_refused(wanted: datetime) -> None:
 
 def test_naive_expiry_is_refused() -> None:
     with pytest.raises(PolicyError, match="time zone"):
-        policy.resolve_expiry(datetime(2026, 2, 1), NOW, LIFETIME)  # noqa: DTZ001
+        policy.resolve_expiry(datetime(2026, 2, 1), NOW, LIFETIME)
 
 
 def test_expiry_can_only_be_brought_forward() -> None:

@@ -1,0 +1,120 @@
+"""Bad input to the key API: always a 4xx JSON answer that says what is wrong, never a 500,
+and nothing stored is changed by it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.integration
+Clients = Callable[[str], httpx.Client]
+
+
+def assert_client_error(response: httpx.Response, status: int | None = None) -> dict[str, Any]:
+    assert 400 <= response.status_code < 500, (response.status_code, response.text)
+    if status is not None:
+        assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json()
+    assert body["error"] and body["message"]
+    assert "Traceback" not in response.text
+    return body
+
+
+@pytest.mark.parametrize("body", [
+    {"name": 5},
+    {"name": ""},
+    {"name": "x" * 101},
+    {"name": "bell\x07"},
+    {"name": "ok", "roles": "analyst"},
+    {"name": "ok", "roles": [1, 2]},
+    {"name": "ok", "roles": [":read"]},
+    {"name": "ok", "allowed_networks": ["10.0.0.0/33"]},
+    {"name": "ok", "allowed_networks": ["nonsense"]},
+    {"name": "ok", "allowed_networks": "10.0.0.0/8"},
+    {"name": "ok", "meta": ["not", "an", "object"]},
+    {"name": "ok", "meta": {"blob": "x" * 5000}},
+    {"name": "ok", "expires_at": "tomorrow"},
+    {"name": "ok", "expires_at": "2030-01-01T00:00:00"},
+    {"name": "ok", "expires_at": "1999-01-01T00:00:00Z"},
+    {"name": "ok", "rate_limit": "fast"},
+    {"name": "ok", "unknown_field": 1},
+    {"name": "ok", "roles": ["analyst"] * 101},
+])
+def test_invalid_create_bodies(as_user: Clients, body: dict[str, Any]) -> None:
+    alice = as_user("alice")
+    before = len(alice.get("/v1/keys", params={"limit": 500}).json())
+    assert_client_error(alice.post("/v1/keys", json=body))
+    assert len(alice.get("/v1/keys", params={"limit": 500}).json()) == before
+
+
+def test_messages_say_what_is_wrong(as_user: Clients) -> None:
+    alice = as_user("alice")
+    cidr = assert_client_error(alice.post("/v1/keys", json={
+        "name": "n", "allowed_networks": ["10.0.0.0/33"]}), 422)
+    assert cidr["field"] == "allowed_networks" and "10.0.0.0/33" in cidr["message"]
+    meta = assert_client_error(alice.post("/v1/keys", json={
+        "name": "n", "meta": {"blob": "x" * 5000}}), 422)
+    assert meta["field"] == "meta" and "4096" in meta["message"]
+    typed = assert_client_error(alice.post("/v1/keys", json={"name": 5}), 422)
+    assert typed["details"][0]["field"] == "name"
+
+
+def test_unicode_is_stored_faithfully(as_user: Clients) -> None:
+    alice = as_user("alice")
+    body = {"name": "clé d'accès 🔑 日本", "description": "Ünïcödé ✓",
+            "meta": {"città": "Zürich", "emoji": "🛰️"}}
+    created = alice.post("/v1/keys", json=body)
+    assert created.status_code == 201, created.text
+    read = alice.get(f"/v1/keys/{created.json()['id']}").json()
+    assert read["name"] == body["name"] and read["meta"] == body["meta"]
+
+
+@pytest.mark.parametrize("raw, content_type", [
+    (b"{not json", "application/json"),
+    (b"\xff\xfe", "application/json"),
+    (b"name=x", "application/x-www-form-urlencoded"),
+    (b"", "application/json"),
+])
+def test_unparseable_bodies(as_user: Clients, raw: bytes, content_type: str) -> None:
+    assert_client_error(as_user("alice").post("/v1/keys", content=raw,
+                                              headers={"content-type": content_type}))
+
+
+def test_huge_body_is_refused_with_413(as_user: Clients) -> None:
+    huge = {"name": "big", "description": "x" * 200_000}
+    assert_client_error(as_user("alice").post("/v1/keys", json=huge), 413)
+
+
+@pytest.mark.parametrize("key_id", ["not-a-uuid", "1", "%00", "' OR 1=1 --", "x" * 300])
+def test_bad_ids(as_user: Clients, key_id: str) -> None:
+    alice = as_user("alice")
+    for response in (alice.get(f"/v1/keys/{key_id}"), alice.delete(f"/v1/keys/{key_id}"),
+                     alice.patch(f"/v1/keys/{key_id}", json={"name": "x"})):
+        assert_client_error(response)
+
+
+@pytest.mark.parametrize("params", [{"status": "weird"}, {"limit": 0}, {"limit": 10_000},
+                                    {"offset": -1}, {"limit": "many"}])
+def test_bad_list_parameters(as_user: Clients, params: dict[str, Any]) -> None:
+    assert_client_error(as_user("alice").get("/v1/keys", params=params), 422)
+
+
+def test_bad_patch_and_rotate_bodies(as_user: Clients) -> None:
+    alice = as_user("alice")
+    key = alice.post("/v1/keys", json={"name": "p"}).json()
+    assert_client_error(alice.patch(f"/v1/keys/{key['id']}", json={"name": None,
+                                                                      "bogus": 1}), 422)
+    assert_client_error(alice.post(f"/v1/keys/{key['id']}/rotate",
+                                   json={"overlap_seconds": -5}), 422)
+    assert_client_error(alice.post(f"/v1/keys/{key['id']}/rotate",
+                                   json={"overlap_seconds": 10**9}), 422)
+    assert alice.get(f"/v1/keys/{key['id']}").json()["name"] == "p"
+
+
+def test_unknown_routes_and_methods_are_json(as_user: Clients) -> None:
+    alice = as_user("alice")
+    assert_client_error(alice.get("/v1/nothing-here"), 404)
+    assert_client_error(alice.put("/v1/keys"), 405)
