@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -16,6 +17,8 @@ from typing import Annotated, Literal
 from limits import parse as parse_rate_limit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from apikm.identity.sync_rules import parse_duration
 
 KEY_PREFIX_PATTERN = re.compile(r"^[a-z][a-z0-9]{1,15}$")
 
@@ -63,6 +66,17 @@ class Settings(BaseSettings):
     admin_role: str = "apikm-admin"
     token_leeway_seconds: int = Field(30, ge=0, le=300, description="clock skew allowed")
     keycloak_sync_freq: int = Field(300, ge=5)
+
+    # --- Keycloak sync (identity/sync.py) ------------------------------------------------
+    keycloak_admin_url: str = Field("", description="Keycloak base URL for the admin API "
+                                    "(sync); default APIKM_KEYCLOAK_URL")
+    sync_enabled: bool = True
+    sync_follow_events: bool = Field(True, description="poll admin/user events between "
+                                     "full passes")
+    sync_event_interval: float = Field(1.0, ge=0.2, le=60)
+    sync_concurrency: int = Field(8, ge=1, le=64)
+    max_staleness: timedelta = Field(timedelta(hours=1), description="e.g. 1h; then STALE")
+    revoke_disabled_after: timedelta = Field(timedelta(hours=24), description="e.g. 24h")
 
     # --- web UI sessions -----------------------------------------------------------------
     session_secret: SecretStr | None = Field(
@@ -123,12 +137,26 @@ class Settings(BaseSettings):
             raise ValueError(f"not a rate limit such as '20/minute': {exc}") from None
         return value
 
-    @field_validator("keycloak_url", "public_url")
+    @field_validator("max_staleness", "revoke_disabled_after", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        return parse_duration(value) if isinstance(value, str | int | float) else value
+
+    @field_validator("keycloak_url", "public_url", "keycloak_admin_url")
     @classmethod
     def _url(cls, value: str) -> str:
         if value and not re.match(r"^https?://[^/\s]+", value):
             raise ValueError("must be an http(s) URL")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _staleness(self) -> Settings:
+        if self.max_staleness.total_seconds() <= 0:
+            raise ValueError("APIKM_MAX_STALENESS must be positive")
+        if self.sync_enabled and self.max_staleness.total_seconds() <= self.keycloak_sync_freq:
+            raise ValueError("APIKM_MAX_STALENESS must be longer than APIKM_KEYCLOAK_SYNC_FREQ "
+                             "(every full pass confirms each owner once)")
+        return self
 
     @model_validator(mode="after")
     def _ttl_policy(self) -> Settings:
@@ -142,6 +170,10 @@ class Settings(BaseSettings):
     @property
     def issuer(self) -> str:
         return f"{self.keycloak_url}/realms/{self.keycloak_realm}"
+
+    @property
+    def effective_keycloak_admin_url(self) -> str:
+        return self.keycloak_admin_url or self.keycloak_url
 
     @property
     def effective_database_url(self) -> str:
