@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Sequence
 
@@ -15,8 +16,10 @@ class ClientAddressResolver:
         self._trusted: tuple[Network, ...] = tuple(
             ipaddress.ip_network(cidr, strict=False) for cidr in trusted_proxies
         )
+        # Parsing addresses dominated the verify route's own cost; peers repeat, so remember.
+        self.is_trusted = functools.lru_cache(maxsize=4096)(self._is_trusted)
 
-    def is_trusted(self, address: str) -> bool:
+    def _is_trusted(self, address: str) -> bool:
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:
