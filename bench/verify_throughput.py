@@ -5,7 +5,7 @@ creates a key through the API with a real token, then drives ``POST /v1/verify``
 prints requests per second for a valid key, a malformed key, and ``/healthz`` (the cost of
 the server itself) with the ratios between them.
 
-    .venv/bin/python bench/verify_throughput.py [--seconds 10] [--connections 32]
+    .venv/bin/python -m bench.verify_throughput [--seconds 10] [--connections 32]
 """
 
 from __future__ import annotations
