@@ -1,0 +1,263 @@
+"""Keycloak admin REST client for the sync, acting as the ``apikm`` client's service account.
+
+Least privilege: the service account needs exactly these roles of the realm's
+``realm-management`` client (``check_permissions`` proves each one at start and names the
+missing ones):
+
+- ``view-users``: the user (enabled flag), their effective realm roles and their groups;
+- ``view-clients``: their effective roles of a client (Keycloak checks client visibility on
+  that endpoint; ``query-clients`` is not enough). It also lets the account read client
+  settings; with fine-grained admin permissions (v2) it can be narrowed to a "view"
+  permission on just the clients whose roles keys carry;
+- ``view-events``: admin events and user events, the sync's fast path.
+
+A user's client roles are read only for the clients named in their keys' grants: those are
+the only client roles that can reach a key's answer, and it keeps the calls per user small.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from apikm.identity.sync_rules import KeycloakUser
+
+REQUIRED_ROLES = ("view-users", "view-clients", "view-events")
+TOKEN_REFRESH_MARGIN_S = 30.0
+CLIENT_MAP_TTL_S = 300.0
+
+
+class KeycloakError(Exception):
+    """Keycloak could not answer as needed; the message is safe to log and show."""
+
+
+class KeycloakUnavailable(KeycloakError):
+    """Network failure, timeout or a 5xx: worth retrying later."""
+
+
+class KeycloakRefused(KeycloakError):
+    """Keycloak refused the service account (bad secret, missing roles): needs an operator."""
+
+
+class MissingPermissions(KeycloakRefused):
+    def __init__(self, realm: str, missing: Sequence[str]) -> None:
+        self.missing = tuple(missing)
+        super().__init__(
+            f"the apikm service account lacks these roles of client 'realm-management' in "
+            f"realm '{realm}': {', '.join(self.missing)}. Assign them (Clients -> apikm -> "
+            f"Service account roles) so the sync can read users and events."
+        )
+
+
+@dataclass(frozen=True)
+class AdminCredentials:
+    base_url: str
+    realm: str
+    client_id: str
+    client_secret: str
+
+
+class KeycloakAdmin:
+    def __init__(self, credentials: AdminCredentials, http: httpx.AsyncClient,
+                 timeout: float = 10.0) -> None:
+        self._creds = credentials
+        self._http = http
+        self._timeout = timeout
+        realm = quote(credentials.realm, safe="")
+        self._token_url = f"{credentials.base_url}/realms/{realm}/protocol/openid-connect/token"
+        self._api = f"{credentials.base_url}/admin/realms/{realm}"
+        self._token: str | None = None
+        self._token_expires = 0.0
+        self._token_lock = asyncio.Lock()
+        self._clients: dict[str, str] = {}  # clientId -> internal id
+        self._clients_fetched = 0.0
+        self._clients_lock = asyncio.Lock()
+
+    @property
+    def realm(self) -> str:
+        return self._creds.realm
+
+    # --- service-account token -----------------------------------------------------------
+    async def _access_token(self) -> str:
+        if self._token and time.monotonic() < self._token_expires:
+            return self._token
+        async with self._token_lock:
+            if self._token and time.monotonic() < self._token_expires:
+                return self._token
+            data = {"grant_type": "client_credentials", "client_id": self._creds.client_id,
+                    "client_secret": self._creds.client_secret}
+            try:
+                response = await self._http.post(self._token_url, data=data,
+                                                 timeout=self._timeout)
+            except httpx.HTTPError as exc:
+                raise KeycloakUnavailable(f"Keycloak token endpoint unreachable: {exc!r}") \
+                    from None
+            if response.status_code >= 500:
+                raise KeycloakUnavailable(f"Keycloak token endpoint: HTTP {response.status_code}")
+            if response.status_code != 200:
+                raise KeycloakRefused(
+                    f"Keycloak refused the client credentials of '{self._creds.client_id}' "
+                    f"(HTTP {response.status_code}); check APIKM_OIDC_CLIENT_ID, "
+                    "APIKM_OIDC_CLIENT_SECRET and that its service account is enabled")
+            body = response.json()
+            self._token = str(body["access_token"])
+            lifetime = float(body.get("expires_in", 60))
+            self._token_expires = time.monotonic() + max(5.0, lifetime - TOKEN_REFRESH_MARGIN_S)
+            return self._token
+
+    async def _get(self, path: str, params: Mapping[str, Any] | None = None) -> httpx.Response:
+        """GET on the admin API; one retry with a fresh token after a 401."""
+        for attempt in (1, 2):
+            token = await self._access_token()
+            try:
+                response = await self._http.get(
+                    f"{self._api}{path}", params=params, timeout=self._timeout,
+                    headers={"Authorization": f"Bearer {token}"})
+            except httpx.HTTPError as exc:
+                raise KeycloakUnavailable(f"Keycloak admin API unreachable: {exc!r}") from None
+            if response.status_code == 401 and attempt == 1:
+                self._token = None  # revoked or expired early: get a new one
+                continue
+            if response.status_code >= 500:
+                raise KeycloakUnavailable(f"GET {path.split('?')[0]}: HTTP "
+                                          f"{response.status_code}")
+            return response
+        return response
+
+    async def _get_json(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
+        response = await self._get(path, params)
+        if response.status_code == 403:
+            raise KeycloakRefused(f"GET {path}: forbidden; run the permission check "
+                                  f"(needs {', '.join(REQUIRED_ROLES)})")
+        if response.status_code != 200:
+            raise KeycloakError(f"GET {path}: HTTP {response.status_code}")
+        return response.json()
+
+    # --- start-up check ------------------------------------------------------------------
+    async def check_permissions(self) -> None:
+        """Prove every needed realm-management role with a harmless read; name what fails."""
+        probes = {
+            "view-users": "/users?max=1&briefRepresentation=true",
+            "view-clients": "/clients?max=1&first=0",
+            "view-events": "/admin-events?max=1",
+        }
+        missing = []
+        for role, path in probes.items():
+            response = await self._get(path)
+            if response.status_code == 403:
+                missing.append(role)
+            elif role == "view-clients" and response.status_code == 200 and not response.json():
+                missing.append(role)  # query-clients alone lists nothing
+            elif response.status_code != 200:
+                raise KeycloakError(f"permission check GET {path}: HTTP {response.status_code}")
+        if missing:
+            raise MissingPermissions(self._creds.realm, missing)
+
+    # --- users ---------------------------------------------------------------------------
+    async def user(self, user_id: str, clients: Iterable[str] = ()) -> KeycloakUser | None:
+        """The user's current state, or None when Keycloak says the user does not exist."""
+        uid = quote(user_id, safe="")
+        response = await self._get(f"/users/{uid}")
+        if response.status_code == 404 and _is_user_not_found(response):
+            return None
+        if response.status_code != 200:
+            raise KeycloakError(f"GET /users/{{id}}: HTTP {response.status_code}")
+        rep = response.json()
+        client_ids = await self._client_ids(sorted(set(clients)))
+        realm_roles, groups, *client_roles = await asyncio.gather(
+            self.realm_roles(uid), self.groups(uid),
+            *(self.client_roles(uid, internal) for internal in client_ids.values()))
+        roles = set(realm_roles)
+        for client_id, found in zip(client_ids, client_roles, strict=True):
+            roles.update(f"{client_id}:{name}" for name in found)
+        return KeycloakUser(
+            id=str(rep["id"]), username=str(rep.get("username") or rep["id"]),
+            email=str(rep["email"]) if rep.get("email") else None,
+            enabled=bool(rep.get("enabled", False)), roles=frozenset(roles),
+            groups=tuple(sorted(groups)))
+
+    async def realm_roles(self, uid: str) -> list[str]:
+        rows = await self._get_json(f"/users/{uid}/role-mappings/realm/composite",
+                                    {"briefRepresentation": "true"})
+        return [str(r["name"]) for r in rows]
+
+    async def client_roles(self, uid: str, client_internal_id: str) -> list[str]:
+        path = f"/users/{uid}/role-mappings/clients/{client_internal_id}/composite"
+        response = await self._get(path, {"briefRepresentation": "true"})
+        if response.status_code == 404:
+            self.forget_clients()  # the client was deleted since we listed clients
+            return []
+        if response.status_code != 200:
+            raise KeycloakError(f"GET client role mappings: HTTP {response.status_code}")
+        return [str(r["name"]) for r in response.json()]
+
+    async def groups(self, uid: str, page: int = 500) -> list[str]:
+        paths: list[str] = []
+        while True:
+            rows = await self._get_json(f"/users/{uid}/groups", {
+                "first": len(paths), "max": page, "briefRepresentation": "true"})
+            paths.extend(str(g["path"]) for g in rows)
+            if len(rows) < page:
+                return paths
+
+    # --- clients -------------------------------------------------------------------------
+    async def _client_ids(self, client_ids: Sequence[str]) -> dict[str, str]:
+        """clientId -> internal id for the clients that exist (deleted ones drop out)."""
+        if not client_ids:
+            return {}
+        stale = time.monotonic() - self._clients_fetched > CLIENT_MAP_TTL_S
+        if stale or any(c not in self._clients for c in client_ids):
+            await self._refresh_clients(min_age=0.0 if stale else 5.0)
+        return {c: self._clients[c] for c in client_ids if c in self._clients}
+
+    async def _refresh_clients(self, min_age: float) -> None:
+        async with self._clients_lock:
+            if time.monotonic() - self._clients_fetched < min_age:
+                return  # another task just refreshed it
+            found: dict[str, str] = {}
+            page = 200
+            while True:
+                rows = await self._get_json("/clients", {"first": len(found), "max": page,
+                                                          "briefRepresentation": "true"})
+                found.update({str(c["clientId"]): str(c["id"]) for c in rows})
+                if len(rows) < page:
+                    break
+            self._clients, self._clients_fetched = found, time.monotonic()
+
+    def forget_clients(self) -> None:
+        """Client list changed in Keycloak (an admin event said so)."""
+        self._clients_fetched = 0.0
+
+    # --- events --------------------------------------------------------------------------
+    async def admin_events(self, date_from_ms: int, first: int, max_results: int
+                           ) -> list[dict[str, Any]]:
+        """Admin events of the realm from ``date_from_ms`` (inclusive), oldest first."""
+        rows: list[dict[str, Any]] = await self._get_json("/admin-events", {
+            "dateFrom": date_from_ms, "first": first, "max": max_results, "direction": "asc"})
+        return rows
+
+    async def user_events(self, types: Sequence[str], date_from_ms: int, first: int,
+                          max_results: int) -> list[dict[str, Any]]:
+        params: list[tuple[str, str | int | float | bool | None]] = [("type", t) for t in types]
+        params += [("dateFrom", date_from_ms), ("first", first), ("max", max_results),
+                   ("direction", "asc")]
+        response = await self._get("/events", httpx.QueryParams(params))
+        if response.status_code != 200:
+            raise KeycloakError(f"GET /events: HTTP {response.status_code}")
+        rows: list[dict[str, Any]] = response.json()
+        return rows
+
+
+def _is_user_not_found(response: httpx.Response) -> bool:
+    """A 404 for the user, not for a mistyped realm or path: only then is the user gone."""
+    try:
+        error = response.json().get("error", "")
+    except ValueError:
+        return False
+    return isinstance(error, str) and error.lower().startswith("user not found")

@@ -1,0 +1,210 @@
+"""The sync's database side: leader lease, saved state, and applying what Keycloak shows to
+an owner and their keys in one transaction (with audit entries).
+
+Every key change is a conditional UPDATE (``WHERE status = ...``) and is audited only when a
+row really changed, so two syncers racing (a lease hand-over) cannot double-apply anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from apikm.db import upsert, utcnow
+from apikm.identity.sync_rules import KeycloakUser, LiveKey, OwnerPlan, plan_owner
+from apikm.identity.tables import owners, sync_leases, sync_state
+from apikm.keys.service import Actor, record_audit
+from apikm.keys.tables import api_keys
+
+SYNC_ACTOR = Actor("sync", "sync")
+LIVE_STATUSES = ("active", "suspended")
+
+
+# --- leader lease -------------------------------------------------------------------------
+async def acquire_lease(engine: AsyncEngine, name: str, holder: str, ttl: timedelta) -> bool:
+    """Take or renew the lease; True while ``holder`` leads."""
+    now = utcnow()
+    async with engine.begin() as conn:
+        renewed = await conn.execute(
+            sa.update(sync_leases)
+            .where(sync_leases.c.name == name,
+                   sa.or_(sync_leases.c.holder == holder, sync_leases.c.expires_at < now))
+            .values(holder=holder, expires_at=now + ttl,
+                    acquired_at=sa.case((sync_leases.c.holder == holder,
+                                         sync_leases.c.acquired_at), else_=now)))
+        if renewed.rowcount == 1:
+            return True
+        insert = upsert(conn.dialect.name, sync_leases).values(
+            name=name, holder=holder, expires_at=now + ttl, acquired_at=now)
+        created = await conn.execute(insert.on_conflict_do_nothing(index_elements=["name"]))
+        return created.rowcount == 1
+
+
+async def release_lease(engine: AsyncEngine, name: str, holder: str) -> None:
+    """Step down at shutdown so another replica takes over at once, not after the TTL."""
+    async with engine.begin() as conn:
+        await conn.execute(sa.delete(sync_leases).where(sync_leases.c.name == name,
+                                                        sync_leases.c.holder == holder))
+
+
+async def lease_holder(engine: AsyncEngine, name: str) -> tuple[str, datetime] | None:
+    async with engine.connect() as conn:
+        row = (await conn.execute(sa.select(sync_leases.c.holder, sync_leases.c.expires_at)
+                                  .where(sync_leases.c.name == name))).first()
+    return (row.holder, row.expires_at) if row else None
+
+
+# --- saved state --------------------------------------------------------------------------
+async def load_state(engine: AsyncEngine, name: str) -> dict[str, Any] | None:
+    async with engine.connect() as conn:
+        value = await conn.scalar(sa.select(sync_state.c.value).where(sync_state.c.name == name))
+    return dict(value) if isinstance(value, dict) else None
+
+
+async def save_state(engine: AsyncEngine, name: str, value: dict[str, Any]) -> None:
+    async with engine.begin() as conn:
+        insert = upsert(conn.dialect.name, sync_state).values(
+            name=name, value=value, updated_at=utcnow())
+        await conn.execute(insert.on_conflict_do_update(
+            index_elements=["name"],
+            set_={"value": insert.excluded.value, "updated_at": insert.excluded.updated_at}))
+
+
+# --- who to sync --------------------------------------------------------------------------
+def _live(now: datetime) -> sa.ColumnElement[bool]:
+    return sa.and_(api_keys.c.status.in_(LIVE_STATUSES), api_keys.c.expires_at > now)
+
+
+async def live_owner_ids(engine: AsyncEngine) -> list[str]:
+    """Every owner of a live key: the full pass's work list."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(sa.select(api_keys.c.owner_id).where(_live(utcnow()))
+                                  .distinct().order_by(api_keys.c.owner_id))
+    return [row.owner_id for row in rows]
+
+
+async def with_live_keys(engine: AsyncEngine, user_ids: Iterable[str]) -> set[str]:
+    """The given users who own a live key; events about anyone else need no Keycloak call."""
+    wanted = sorted(set(user_ids))
+    if not wanted:
+        return set()
+    async with engine.connect() as conn:
+        rows = await conn.execute(sa.select(api_keys.c.owner_id).distinct()
+                                  .where(_live(utcnow()), api_keys.c.owner_id.in_(wanted)))
+    return {row.owner_id for row in rows}
+
+
+async def revocations_due(engine: AsyncEngine, grace: timedelta) -> list[str]:
+    """Disabled owners whose grace period has ended and who still have live keys."""
+    now = utcnow()
+    has_live_key = sa.exists().where(api_keys.c.owner_id == owners.c.user_id, _live(now))
+    async with engine.connect() as conn:
+        rows = await conn.execute(sa.select(owners.c.user_id).where(
+            owners.c.enabled.is_(False), owners.c.disabled_at <= now - grace, has_live_key))
+    return [row.user_id for row in rows]
+
+
+async def granted_roles(engine: AsyncEngine, user_id: str) -> set[str]:
+    """Roles granted to the owner's live keys (which clients' roles are worth reading)."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(sa.select(api_keys.c.roles).where(
+            api_keys.c.owner_id == user_id, _live(utcnow())))
+    return {str(role) for row in rows for role in row.roles}
+
+
+# --- applying Keycloak's view -------------------------------------------------------------
+@dataclass
+class OwnerChange:
+    user_id: str
+    owner_changed: bool = False
+    suspended: list[str] = field(default_factory=list)
+    reactivated: list[str] = field(default_factory=list)
+    revoked: list[str] = field(default_factory=list)
+    skipped: bool = False  # a newer token already told us more than this read
+
+    @property
+    def changed(self) -> bool:
+        return self.owner_changed or bool(self.suspended or self.reactivated or self.revoked)
+
+
+async def reconcile_owner(engine: AsyncEngine, user_id: str, observed: KeycloakUser | None,
+                          read_at: datetime, grace: timedelta) -> OwnerChange:
+    """Store what Keycloak showed at ``read_at`` and suspend, reactivate or revoke keys."""
+    change = OwnerChange(user_id)
+    async with engine.begin() as conn:
+        owner = await _owner_for_update(conn, user_id)
+        if owner is not None and owner.source == "token" and owner.synced_at > read_at:
+            change.skipped = True
+            return change
+        now = utcnow()
+        keys = await _live_keys(conn, user_id, now)
+        plan = plan_owner(observed, owner.disabled_at if owner else None, keys, now, grace)
+        change.owner_changed = await _write_owner(conn, owner, user_id, observed, plan, read_at)
+        change.suspended = await _set_status(conn, plan.suspend, ("active",), user_id, "suspend", {
+            "status": "suspended", "suspended_at": now, "updated_at": now},
+            {"reason": "owner disabled in Keycloak"})
+        change.reactivated = await _set_status(
+            conn, plan.reactivate, ("suspended",), user_id, "reactivate",
+            {"status": "active", "suspended_at": None, "updated_at": now},
+            {"reason": "owner enabled again in Keycloak"})
+        change.revoked = await _set_status(conn, plan.revoke, LIVE_STATUSES, user_id, "revoke", {
+            "status": "revoked", "revoked_at": now, "revoked_by": SYNC_ACTOR.name,
+            "revoked_reason": plan.revoke_reason, "previous_secret_hash": None,
+            "previous_secret_expires_at": None, "updated_at": now},
+            {"reason": plan.revoke_reason})
+    return change
+
+
+async def _owner_for_update(conn: AsyncConnection, user_id: str) -> Any:
+    query = sa.select(owners).where(owners.c.user_id == user_id)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()  # serialise with the token path's upsert
+    return (await conn.execute(query)).first()
+
+
+async def _live_keys(conn: AsyncConnection, user_id: str, now: datetime) -> list[LiveKey]:
+    rows = await conn.execute(sa.select(api_keys.c.id, api_keys.c.status).where(
+        api_keys.c.owner_id == user_id, _live(now)))
+    return [LiveKey(row.id, row.status) for row in rows]
+
+
+async def _write_owner(conn: AsyncConnection, owner: Any, user_id: str,
+                       observed: KeycloakUser | None, plan: OwnerPlan, read_at: datetime) -> bool:
+    """Upsert the owner row; True if anything verification reads has changed."""
+    values: dict[str, Any] = {
+        "enabled": plan.enabled, "disabled_at": plan.disabled_at, "synced_at": read_at,
+        "source": "sync",
+        "roles": sorted(observed.roles) if observed else [],
+        "groups": list(observed.groups) if observed else [],
+    }
+    if observed is not None:
+        values.update(username=observed.username, email=observed.email)
+    if owner is None:
+        values.setdefault("username", user_id)
+        await conn.execute(sa.insert(owners).values(user_id=user_id, **values))
+        return True
+    await conn.execute(sa.update(owners).where(owners.c.user_id == user_id).values(**values))
+    watched = ("enabled", "roles", "groups", "username", "email")
+    return any(k in values and _normal(getattr(owner, k)) != _normal(values[k]) for k in watched)
+
+
+def _normal(value: Any) -> Any:
+    return sorted(value) if isinstance(value, list) else value
+
+
+async def _set_status(conn: AsyncConnection, key_ids: Iterable[str], from_statuses: tuple[str, ...],
+                      owner_id: str, action: str, values: dict[str, Any],
+                      details: dict[str, Any]) -> list[str]:
+    changed = []
+    for key_id in key_ids:
+        result = await conn.execute(sa.update(api_keys).where(
+            api_keys.c.id == key_id, api_keys.c.status.in_(from_statuses)).values(**values))
+        if result.rowcount == 1:
+            await record_audit(conn, action, SYNC_ACTOR, key_id, owner_id, details)
+            changed.append(key_id)
+    return changed
