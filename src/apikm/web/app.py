@@ -10,9 +10,10 @@ from fastapi import FastAPI
 
 from apikm import __version__
 from apikm.config import Settings, get_settings
+from apikm.identity.sync import start_or_explain
 from apikm.logs import configure_logging
 from apikm.tokens.services import build_token_services
-from apikm.web import oauth, ops
+from apikm.web import oauth, ops, ui
 from apikm.web.api import admin, keys
 from apikm.web.api.verify import verify_endpoint
 from apikm.web.context import build_context
@@ -31,6 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.ctx = ctx
         app.state.tokens = build_token_services(settings, ctx.verifier, ctx.http)
         ctx.usage.start()
+        start_or_explain(ctx.sync, settings)
         try:
             yield
         finally:
@@ -47,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     oauth.add_routes(app, settings)
     app.include_router(keys.router)
     app.include_router(admin.router)
+    ui.install(app, settings)  # the web UI under / (templates, static, sign-in)
     add_verify_to_openapi(app)
     app.add_middleware(LimitBodySize, max_bytes=settings.max_body_bytes)
     if settings.access_log:

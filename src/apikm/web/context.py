@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from apikm.config import Settings
 from apikm.db import create_engine
+from apikm.identity.sync import SyncWorker, worker_from_settings
 from apikm.identity.tokens import TokenValidator
 from apikm.keys.hashing import PepperRing, load_or_create_pepper_file, parse_peppers
 from apikm.keys.policy import LifetimePolicy
@@ -31,8 +32,11 @@ class AppContext:
     verifier: Verifier
     usage: UsageRecorder
     addresses: ClientAddressResolver
+    sync: SyncWorker | None = None  # None: sync off (see the log line at start)
 
     async def close(self) -> None:
+        if self.sync is not None:
+            await self.sync.stop()
         await self.usage.stop()
         await self.http.aclose()
         await self.engine.dispose()
@@ -66,7 +70,9 @@ def build_context(settings: Settings) -> AppContext:
                               settings.token_leeway_seconds),
         keys=KeyService(engine, rules, peppers, on_change=store.clear),
         verifier=Verifier(settings.key_prefix, peppers, store,
-                          Limiter(settings.rate_limit, settings.rate_limit_storage), usage),
+                          Limiter(settings.rate_limit, settings.rate_limit_storage), usage,
+                          max_staleness=settings.max_staleness),
         usage=usage,
         addresses=ClientAddressResolver(settings.trusted_proxies),
+        sync=worker_from_settings(settings, engine, http, on_change=store.clear),
     )

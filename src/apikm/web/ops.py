@@ -8,6 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from apikm.identity.sync import sync_disabled_reason
 from apikm.web.context import AppContext
 
 
@@ -22,8 +23,11 @@ async def readyz(request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
     checks = {"database": await _database_ok(ctx), "keycloak": await _keycloak_ok(ctx)}
     ready = checks["database"]
+    sync = await ctx.sync.report() if ctx.sync is not None else {
+        "state": "off", "reason": sync_disabled_reason(ctx.settings)}
     return JSONResponse({"status": "ready" if ready else "not ready",
-                         "checks": {k: "ok" if v else "failing" for k, v in checks.items()}},
+                         "checks": {k: "ok" if v else "failing" for k, v in checks.items()},
+                         "sync": sync},
                         status_code=200 if ready else 503)
 
 
