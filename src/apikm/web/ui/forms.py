@@ -1,0 +1,137 @@
+"""The create-key form: choices offered, and posted values turned into a ``NewKey``.
+
+Errors are collected per field so the page can show every problem at once, next to its
+field; the lifecycle rules themselves stay in ``keys.policy`` and ``KeyService``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from starlette.datastructures import FormData
+
+from apikm.config import Settings
+from apikm.keys.service import NewKey
+
+PRESET_DAYS = (7, 30, 90)
+MAX_NAME = 100
+MAX_DESCRIPTION = 1000
+# Service field names -> form field names, for errors raised by KeyService.
+FIELD_OF = {"expires_at": "expiry", "allowed_networks": "networks", "meta": "meta",
+            "roles": "roles", "name": "name"}
+
+
+@dataclass(frozen=True)
+class ExpiryOption:
+    value: str
+    label: str
+
+
+@dataclass(frozen=True)
+class ExpiryChoices:
+    options: tuple[ExpiryOption, ...]
+    default: str
+    min_date: str
+    max_date: str
+    max_days: int
+
+
+def expiry_choices(settings: Settings, today: date) -> ExpiryChoices:
+    default_days = settings.default_apikey_ttl_hour / 24
+    max_days = settings.max_apikey_ttl_hour // 24
+    options = [ExpiryOption(str(d), f"{d} days") for d in PRESET_DAYS
+               if d * 24 <= settings.max_apikey_ttl_hour]
+    default_label = (f"{default_days:g} days" if default_days >= 1
+                     else f"{settings.default_apikey_ttl_hour} hours")
+    options.insert(0, ExpiryOption("default", f"Default ({default_label})"))
+    options.append(ExpiryOption("date", "Until a date"))
+    latest = today + timedelta(hours=settings.max_apikey_ttl_hour)
+    return ExpiryChoices(tuple(options), "default", (today + timedelta(days=1)).isoformat(),
+                         latest.isoformat(), max_days)
+
+
+@dataclass
+class NewKeyForm:
+    values: dict[str, Any]
+    errors: dict[str, str] = field(default_factory=dict)
+    new_key: NewKey | None = None
+
+
+def _text(form: FormData, name: str) -> str:
+    value = form.get(name)
+    return value.strip() if isinstance(value, str) else ""
+
+
+def parse_new_key(form: FormData, settings: Settings, now: datetime) -> NewKeyForm:
+    values: dict[str, Any] = {
+        "name": _text(form, "name"),
+        "description": _text(form, "description"),
+        "expiry": _text(form, "expiry") or "default",
+        "expiry_date": _text(form, "expiry_date"),
+        "roles": [r for r in form.getlist("roles") if isinstance(r, str)],
+        "networks": _text(form, "networks"),
+        "meta": _text(form, "meta"),
+    }
+    result = NewKeyForm(values)
+    errors = result.errors
+    if not values["name"]:
+        errors["name"] = "Give the key a name, e.g. the tool or machine that will use it."
+    elif len(values["name"]) > MAX_NAME:
+        errors["name"] = f"The name is too long (at most {MAX_NAME} characters)."
+    if len(values["description"]) > MAX_DESCRIPTION:
+        errors["description"] = f"At most {MAX_DESCRIPTION} characters."
+    expires_at = _expiry(values, settings, now, errors)
+    networks = [n for n in re.split(r"[\s,]+", values["networks"]) if n]
+    meta = _meta(values["meta"], errors)
+    if not errors:
+        result.new_key = NewKey(name=values["name"], description=values["description"],
+                                roles=values["roles"], expires_at=expires_at,
+                                allowed_networks=networks, meta=meta)
+    return result
+
+
+def _expiry(values: dict[str, Any], settings: Settings, now: datetime,
+            errors: dict[str, str]) -> datetime | None:
+    choice = values["expiry"]
+    latest = now + timedelta(hours=settings.max_apikey_ttl_hour)
+    if choice == "default":
+        return None
+    if choice.isdigit() and int(choice) in PRESET_DAYS:
+        expires = now + timedelta(days=int(choice))
+    elif choice == "date":
+        try:
+            day = date.fromisoformat(values["expiry_date"])
+        except ValueError:
+            errors["expiry"] = "Pick a date (YYYY-MM-DD)."
+            return None
+        # The key lives through the whole chosen day (UTC), but never past the policy.
+        expires = min(datetime.combine(day, time(23, 59, 59), tzinfo=UTC), latest)
+        if expires <= now:
+            errors["expiry"] = "Pick a date in the future."
+            return None
+    else:
+        errors["expiry"] = "Choose how long the key should live."
+        return None
+    if expires > latest:
+        errors["expiry"] = (f"Keys can live at most {settings.max_apikey_ttl_hour // 24} days "
+                            f"(until {latest.date().isoformat()}).")
+        return None
+    return expires
+
+
+def _meta(text: str, errors: dict[str, str]) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        meta = json.loads(text)
+    except ValueError as exc:
+        errors["meta"] = f"This is not valid JSON: {exc.args[0] if exc.args else exc}."
+        return {}
+    if not isinstance(meta, dict):
+        errors["meta"] = 'Metadata must be a JSON object, e.g. {"project": "flood-maps"}.'
+        return {}
+    return meta

@@ -1,0 +1,194 @@
+"""A user's own keys: list, create (shown once), details with usage and audit, manage."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, Query, Request, Response
+from starlette.responses import RedirectResponse
+
+from apikm.db import utcnow
+from apikm.identity.owners import remember_owner
+from apikm.identity.tables import owners
+from apikm.keys.policy import PolicyError
+from apikm.keys.service import Actor, CreatedKey, KeyChanges, KeyLimitReached, list_audit
+from apikm.web.context import AppContext
+from apikm.web.ui.auth import Ctx, FreshUser, Ui, UiUser, User
+from apikm.web.ui.csrf import check_csrf
+from apikm.web.ui.forms import FIELD_OF, MAX_NAME, expiry_choices, parse_new_key
+from apikm.web.ui.render import UiRoute, render
+from apikm.web.ui.views import key_state, lost_roles, usage_chart
+
+router = APIRouter(route_class=UiRoute, include_in_schema=False)
+PAGE_SIZE = 50
+STATUS_FILTERS = ("all", "active", "expired", "revoked", "suspended")
+# The auth class of apikm.client that reads APIKM_API_KEY, shown in the Python snippet.
+PYTHON_AUTH = "ApiKeyAuth"
+DONE_MESSAGES = {
+    "renamed": "The key was renamed.",
+    "revoked": "The key was revoked. It stops working within seconds.",
+}
+
+
+async def checked_user(request: Request, user: User) -> UiUser:
+    await check_csrf(request, user.csrf)
+    return user
+
+
+async def checked_fresh_user(request: Request, user: FreshUser) -> UiUser:
+    await check_csrf(request, user.csrf)
+    return user
+
+
+Posted = Annotated[UiUser, Depends(checked_user)]
+PostedFresh = Annotated[UiUser, Depends(checked_fresh_user)]
+Page = Annotated[int, Query(ge=1, le=10_000)]
+
+
+async def owner_row(ctx: AppContext, user_id: str) -> dict[str, Any] | None:
+    async with ctx.engine.connect() as conn:
+        row = (await conn.execute(sa.select(owners).where(owners.c.user_id == user_id))).first()
+    return dict(row._mapping) if row else None
+
+
+def decorate(keys: list[dict[str, Any]], owner_of: dict[str, dict[str, Any]]) -> list[dict[str,
+                                                                                          Any]]:
+    now = utcnow()
+    return [{**key, "state": key_state(key, now, owner_of.get(key["owner_id"]))} for key in keys]
+
+
+@router.get("/keys")
+async def my_keys(request: Request, user: User, ctx: Ctx, status: str = "all",
+                  page: Page = 1, done: str | None = None) -> Response:
+    status = status if status in STATUS_FILTERS else "all"
+    keys = await ctx.keys.list_keys(user.principal.user_id, None if status == "all" else status,
+                                    PAGE_SIZE + 1, (page - 1) * PAGE_SIZE)
+    owner = await owner_row(ctx, user.principal.user_id)
+    return render(request, "keys.html", user, keys=decorate(keys[:PAGE_SIZE],
+                  {user.principal.user_id: owner} if owner else {}),
+                  status=status, statuses=STATUS_FILTERS, page=page,
+                  more=len(keys) > PAGE_SIZE, message=DONE_MESSAGES.get(done or ""))
+
+
+async def _create_form(request: Request, user: UiUser, ctx: AppContext, ui: Any,
+                       values: dict[str, Any], errors: dict[str, str],
+                       status: int = 200) -> Response:
+    groups = await ui.roles.groups(ctx.http, user.principal, user.access_token)
+    choices = expiry_choices(ctx.settings, utcnow().date())
+    return render(request, "key_new.html", user, status, groups=groups, choices=choices,
+                  values=values, errors=errors, max_name=MAX_NAME)
+
+
+@router.get("/keys/new")
+async def new_key_form(request: Request, user: FreshUser, ctx: Ctx, ui: Ui) -> Response:
+    values = {"expiry": "default", "roles": [], "name": "", "description": "",
+              "networks": "", "meta": "", "expiry_date": ""}
+    return await _create_form(request, user, ctx, ui, values, {})
+
+
+@router.post("/keys/new")
+async def create_key(request: Request, user: PostedFresh, ctx: Ctx, ui: Ui) -> Response:
+    form = parse_new_key(await request.form(), ctx.settings, utcnow())
+    if form.new_key is None:
+        return await _create_form(request, user, ctx, ui, form.values, form.errors, 422)
+    await remember_owner(ctx.engine, user.principal)
+    try:
+        created = await ctx.keys.create(user.principal, form.new_key)
+    except KeyLimitReached as exc:
+        return await _create_form(request, user, ctx, ui, form.values, {"form": str(exc)}, 409)
+    except PolicyError as exc:
+        field = FIELD_OF.get(exc.field or "", "form")
+        return await _create_form(request, user, ctx, ui, form.values, {field: str(exc)}, 422)
+    return _show_once(request, user, ctx, created, rotated=False)
+
+
+def _show_once(request: Request, user: UiUser, ctx: AppContext, created: CreatedKey,
+               rotated: bool) -> Response:
+    settings = ctx.settings
+    return render(request, "key_created.html", user, key=created.key, secret=created.secret,
+                  rotated=rotated, base_url=settings.base_url,
+                  header=settings.auth_header[0], query_param=settings.auth_query_param,
+                  python_auth=PYTHON_AUTH)
+
+
+@router.get("/keys/{key_id}")
+async def key_page(request: Request, key_id: uuid.UUID, user: User, ctx: Ctx,
+                   done: str | None = None) -> Response:
+    return await _key_page(request, user, ctx, str(key_id), message=DONE_MESSAGES.get(
+        done or ""))
+
+
+async def _key_page(request: Request, user: UiUser, ctx: AppContext, key_id: str,
+                    status: int = 200, **extra: Any) -> Response:
+    owner_id = user.principal.user_id
+    key = await ctx.keys.get(key_id, owner_id)
+    usage = await ctx.keys.daily_usage(key_id, owner_id, 30)
+    audit = await list_audit(ctx.engine, key_id=key_id, limit=50)
+    owner = await owner_row(ctx, owner_id)
+    now = utcnow()
+    return render(request, "key.html", user, status, key=key,
+                  state=key_state(key, now, owner), lost=lost_roles(key, user.principal.roles),
+                  chart=usage_chart(usage, now.date()), audit=audit,
+                  errors=extra.pop("errors", {}), **extra)
+
+
+@router.post("/keys/{key_id}/rename")
+async def rename_key(request: Request, key_id: uuid.UUID, user: Posted, ctx: Ctx) -> Response:
+    form = await request.form()
+    name = str(form.get("name") or "").strip()
+    if not name or len(name) > MAX_NAME:
+        return await _key_page(request, user, ctx, str(key_id), 422, errors={
+            "name": f"The name must have 1 to {MAX_NAME} characters."})
+    try:
+        await ctx.keys.update(str(key_id), user.principal.user_id, KeyChanges(name=name),
+                              Actor.of(user.principal))
+    except PolicyError as exc:
+        return await _key_page(request, user, ctx, str(key_id), 422, errors={"name": str(exc)})
+    return RedirectResponse(f"/keys/{key_id}?done=renamed", status_code=303)
+
+
+def _overlap_options(ctx: AppContext) -> list[tuple[int, str]]:
+    limit = ctx.settings.max_rotation_overlap_hour * 3600
+    options = [(0, "None: the old key stops at once"), (3600, "1 hour"), (86400, "1 day"),
+               (7 * 86400, "7 days")]
+    return [option for option in options if option[0] <= limit]
+
+
+@router.get("/keys/{key_id}/rotate")
+async def rotate_form(request: Request, key_id: uuid.UUID, user: User, ctx: Ctx) -> Response:
+    key = await ctx.keys.get(str(key_id), user.principal.user_id)
+    return render(request, "key_rotate.html", user, key=key, options=_overlap_options(ctx))
+
+
+@router.post("/keys/{key_id}/rotate")
+async def rotate_key(request: Request, key_id: uuid.UUID, user: Posted, ctx: Ctx) -> Response:
+    form = await request.form()
+    allowed = {seconds for seconds, _label in _overlap_options(ctx)}
+    raw = str(form.get("overlap") or "0")
+    overlap = int(raw) if raw.isdigit() and int(raw) in allowed else -1
+    key = await ctx.keys.get(str(key_id), user.principal.user_id)
+    if overlap < 0:
+        return render(request, "key_rotate.html", user, 422, key=key,
+                      options=_overlap_options(ctx), error="Choose one of the overlap options.")
+    try:
+        created = await ctx.keys.rotate(str(key_id), user.principal.user_id, overlap,
+                                        Actor.of(user.principal))
+    except PolicyError as exc:
+        return render(request, "key_rotate.html", user, 422, key=key,
+                      options=_overlap_options(ctx), error=str(exc))
+    return _show_once(request, user, ctx, created, rotated=True)
+
+
+@router.get("/keys/{key_id}/revoke")
+async def revoke_form(request: Request, key_id: uuid.UUID, user: User, ctx: Ctx) -> Response:
+    key = await ctx.keys.get(str(key_id), user.principal.user_id)
+    return render(request, "key_revoke.html", user, key=key, admin=False)
+
+
+@router.post("/keys/{key_id}/revoke")
+async def revoke_key(request: Request, key_id: uuid.UUID, user: Posted, ctx: Ctx) -> Response:
+    await ctx.keys.revoke(str(key_id), user.principal.user_id, Actor.of(user.principal),
+                          "revoked by owner")
+    return RedirectResponse(f"/keys/{key_id}?done=revoked", status_code=303)
