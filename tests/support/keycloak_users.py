@@ -1,0 +1,55 @@
+"""Throwaway Keycloak users for tests that change users (never touch the demo users)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import httpx
+from tests.support.keycloak_tokens import admin_token
+
+
+@dataclass(frozen=True)
+class ThrowawayUser:
+    id: str
+    username: str
+    password: str
+    email: str
+
+
+def realm_admin(base_url: str, realm: str = "demo") -> httpx.Client:
+    return httpx.Client(base_url=f"{base_url}/admin/realms/{realm}", timeout=30,
+                        headers={"Authorization": f"Bearer {admin_token(base_url)}"})
+
+
+@contextmanager
+def throwaway_user(base_url: str, realm_roles: tuple[str, ...] = ("analyst",),
+                   realm: str = "demo") -> Iterator[ThrowawayUser]:
+    """A complete, enabled user with a password and the given realm roles; deleted after."""
+    username = f"tmp-{secrets.token_hex(4)}"
+    password = secrets.token_urlsafe(12)
+    email = f"{username}@example.org"
+    with realm_admin(base_url, realm) as admin:
+        created = admin.post("/users", json={
+            "username": username, "enabled": True, "email": email, "emailVerified": True,
+            "firstName": "Temp", "lastName": "User",
+            "credentials": [{"type": "password", "value": password, "temporary": False}],
+        })
+        created.raise_for_status()
+        user_id = created.headers["Location"].rsplit("/", 1)[-1]
+        try:
+            roles = [admin.get(f"/roles/{name}").raise_for_status().json()
+                     for name in realm_roles]
+            admin.post(f"/users/{user_id}/role-mappings/realm", json=roles).raise_for_status()
+            yield ThrowawayUser(user_id, username, password, email)
+        finally:
+            admin.delete(f"/users/{user_id}")
+
+
+def set_enabled(base_url: str, user_id: str, enabled: bool, realm: str = "demo") -> None:
+    with realm_admin(base_url, realm) as admin:
+        user = admin.get(f"/users/{user_id}").raise_for_status().json()
+        user["enabled"] = enabled
+        admin.put(f"/users/{user_id}", json=user).raise_for_status()
