@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -15,6 +16,10 @@ class Principal:
     roles: frozenset[str]  # "role" (realm) and "client_id:role" (client), composites resolved
     groups: tuple[str, ...]
     client_ip: str | None = None
+    # When Keycloak vouched for these facts (the token's iat), and whether the token had a
+    # groups claim at all: the owners table must not take older or absent facts as news.
+    issued_at: datetime | None = None
+    groups_in_token: bool = True
 
     def has_role(self, role: str) -> bool:
         return role in self.roles
@@ -43,4 +48,12 @@ def principal_from_claims(claims: Mapping[str, Any], client_ip: str | None = Non
         roles=roles_from_claims(claims),
         groups=tuple(str(g) for g in groups) if isinstance(groups, list) else (),
         client_ip=client_ip,
+        issued_at=_timestamp(claims.get("iat")),
+        groups_in_token=isinstance(groups, list),
     )
+
+
+def _timestamp(value: object) -> datetime | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, UTC)
+    return None
