@@ -25,6 +25,11 @@ from apikm.tokens.cli import keycloak_setup, signing_app  # noqa: E402
 keycloak_app.command("setup")(keycloak_setup)
 app.add_typer(signing_app, name="signing-keys")
 
+# Keycloak sync (issue 3): `apikm sync [--once]`.
+from apikm.identity.sync_cli import sync_command  # noqa: E402
+
+app.command("sync")(sync_command)
+
 
 def _settings() -> Settings:
     try:
@@ -95,6 +100,23 @@ def keycloak_up(port: Annotated[int | None, typer.Option(help="HTTP port")] = No
     typer.echo("  demo users:    alice/alice, bob/bob, admin/admin (apikm admin), dana/dana")
     typer.echo(f"  log:           {info.log_file}")
     _prepare_demo_exchange(info.base_url, info.admin_username, info.admin_password)
+    _prepare_demo_sync(info.base_url, info.admin_username, info.admin_password)
+
+
+def _prepare_demo_sync(keycloak_url: str, admin_user: str, admin_password: str) -> None:
+    """Give a demo realm imported before the sync's roles were added what it needs."""
+    from apikm.devstack.keycloak import DEMO_REALM
+    from apikm.devstack.sync_roles import SyncRolesError, ensure_sync_roles
+    from apikm.tokens.keycloak_setup import SetupError, admin_token
+
+    try:
+        token = admin_token(keycloak_url, admin_user, admin_password)
+        added = ensure_sync_roles(keycloak_url, DEMO_REALM, "apikm", token)
+    except (SetupError, SyncRolesError) as exc:
+        typer.secho(f"  sync:          not prepared: {exc}", fg="yellow", err=True)
+        return
+    if added:
+        typer.echo(f"  sync:          service account granted {', '.join(added)}")
 
 
 def _prepare_demo_exchange(keycloak_url: str, admin_user: str, admin_password: str) -> None:
