@@ -1,0 +1,40 @@
+"""The pure parts of forward auth: credentials, required roles, header encoding."""
+
+from __future__ import annotations
+
+import base64
+
+from apikm.web.forward_auth import credential_from_authorization, header_value, required_roles
+
+
+def _basic(text: str) -> str:
+    return "Basic " + base64.b64encode(text.encode()).decode()
+
+
+def test_credentials_from_authorization() -> None:
+    assert credential_from_authorization("Bearer  k1 ") == "k1"
+    assert credential_from_authorization("bearer k1") == "k1"
+    assert credential_from_authorization(_basic("user:k2")) == "k2"
+    assert credential_from_authorization(_basic("k3:")) == "k3"  # curl -u KEY:
+    assert credential_from_authorization(_basic("user:pa:ss")) == "pa:ss"
+    assert credential_from_authorization("Basic not-base64!") is None
+    assert credential_from_authorization("Basic " + base64.b64encode(b"\xff:\xfe").decode()) \
+        is None
+    assert credential_from_authorization("Digest abc") is None
+    assert credential_from_authorization("Bearer") is None
+
+
+def test_required_roles_union_of_query_and_header() -> None:
+    query = [("role", "a"), ("role", " client:b "), ("role", ""), ("other", "x")]
+    assert required_roles(query, {b"x-auth-require-roles": b"c, a,"}) == ["a", "c", "client:b"]
+    assert required_roles([], {}) == []
+    assert required_roles([("role", "r" * 256)], {}) is None
+    assert required_roles([("role", f"r{i}") for i in range(101)], {}) is None
+
+
+def test_header_values_stay_latin1_safe() -> None:
+    assert header_value("alice") == "alice"
+    assert header_value("/staff/gis,/partners") == "/staff/gis,/partners"
+    assert header_value("zoë") == "zo%C3%AB"
+    assert header_value("50%") == "50%25"
+    assert header_value("a\r\nX-Evil: 1") == "a%0D%0AX-Evil: 1"
