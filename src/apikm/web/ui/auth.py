@@ -28,8 +28,6 @@ from apikm.web.ui.session import (
     parse_session_secrets,
 )
 
-# Roles are read from an access token at most this old when rights are granted (create).
-FRESH_ROLES_SECONDS = 30.0
 # Refresh a little before Keycloak's expiry so a token never dies mid-request.
 EXPIRY_MARGIN_SECONDS = 15.0
 
@@ -94,7 +92,6 @@ class UiState:
             raise InvalidToken("token belongs to another user")
         now = time.time()
         entry = CachedAccess(access_token=tokens.access_token, principal=principal,
-                             obtained_at=now,
                              valid_until=now + tokens.expires_in - EXPIRY_MARGIN_SECONDS)
         self.cache.put(session.sid, entry)
         return entry
@@ -133,18 +130,12 @@ async def _access(request: Request, session: Session, fresh: bool) -> tuple[Sess
                                                                              CachedAccess]:
     ui, ctx = ui_state(request), app_context(request)
 
-    def usable(entry: CachedAccess | None) -> bool:
-        return entry is not None and (
-            not fresh or time.time() - entry.obtained_at < FRESH_ROLES_SECONDS)
-
-    entry = ui.cache.get(session.sid)
-    if usable(entry):
-        assert entry is not None
+    entry = None if fresh else ui.cache.get(session.sid)
+    if entry is not None:
         return session, entry
     async with ui.cache.lock(session.sid):
-        entry = ui.cache.get(session.sid)
-        if usable(entry):
-            assert entry is not None
+        entry = None if fresh else ui.cache.get(session.sid)
+        if entry is not None:
             return session, entry
         try:
             tokens = await ui.oidc.refresh(ctx.http, session.refresh_token)
@@ -165,8 +156,10 @@ async def _current_user(request: Request, fresh: bool) -> UiUser:
         raise LoginRequired
     session, entry = await _access(request, session, fresh)
     principal = replace(entry.principal, client_ip=ctx.addresses.resolve(request.scope))
-    return UiUser(principal=principal, session=session, access_token=entry.access_token,
+    user = UiUser(principal=principal, session=session, access_token=entry.access_token,
                   is_admin=principal.has_role(ctx.settings.admin_role))
+    request.state.ui_user = user  # error pages still show who is signed in
+    return user
 
 
 async def current_user(request: Request) -> UiUser:
@@ -174,7 +167,11 @@ async def current_user(request: Request) -> UiUser:
 
 
 async def current_user_fresh(request: Request) -> UiUser:
-    """For pages that grant rights: roles no older than ``FRESH_ROLES_SECONDS``."""
+    """For the pages that grant rights: roles as Keycloak has them this very moment.
+
+    One refresh round trip per create form and per create; keys are made rarely, and a
+    role withdrawn a minute ago must not be granted from a four-minute-old token.
+    """
     return await _current_user(request, fresh=True)
 
 

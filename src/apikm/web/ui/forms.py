@@ -15,6 +15,7 @@ from typing import Any
 from starlette.datastructures import FormData
 
 from apikm.config import Settings
+from apikm.keys.policy import PolicyError, normalize_networks
 from apikm.keys.service import NewKey
 
 PRESET_DAYS = (7, 30, 90)
@@ -85,7 +86,7 @@ def parse_new_key(form: FormData, settings: Settings, now: datetime) -> NewKeyFo
     if len(values["description"]) > MAX_DESCRIPTION:
         errors["description"] = f"At most {MAX_DESCRIPTION} characters."
     expires_at = _expiry(values, settings, now, errors)
-    networks = [n for n in re.split(r"[\s,]+", values["networks"]) if n]
+    networks = _networks(values["networks"], errors)
     meta = _meta(values["meta"], errors)
     if not errors:
         result.new_key = NewKey(name=values["name"], description=values["description"],
@@ -121,6 +122,15 @@ def _expiry(values: dict[str, Any], settings: Settings, now: datetime,
                             f"(until {latest.date().isoformat()}).")
         return None
     return expires
+
+
+def _networks(text: str, errors: dict[str, str]) -> list[str]:
+    entries = [n for n in re.split(r"[\s,]+", text) if n]
+    try:
+        return normalize_networks(entries)
+    except PolicyError as exc:
+        errors["networks"] = str(exc)
+        return []
 
 
 def _meta(text: str, errors: dict[str, str]) -> dict[str, Any]:

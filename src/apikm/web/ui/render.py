@@ -40,6 +40,7 @@ def error_page(request: Request, status: int, title: str, message: str,
                user: UiUser | None = None, action: tuple[str, str] | None = None
                ) -> HTMLResponse:
     """``action``: (label, href) of the one thing the user can do next."""
+    user = user or getattr(request.state, "ui_user", None)
     return render(request, "error.html", user, status, title=title, message=message,
                   action=action, code=status)
 

@@ -150,7 +150,6 @@ class SessionCodec:
 class CachedAccess:
     access_token: str
     principal: Principal
-    obtained_at: float  # unix time
     valid_until: float  # unix time, a little before the token's own expiry
 
 

@@ -26,8 +26,9 @@ def key_state(key: Mapping[str, Any], now: datetime,
     if status == "revoked":
         when = format_datetime(key["revoked_at"])
         reason = f"Revoked {when} by {key['revoked_by'] or 'unknown'}"
-        if key.get("revoked_reason") and key["revoked_reason"] != f"revoked by {key['revoked_by']}":
-            reason += f": {key['revoked_reason']}"
+        given = key.get("revoked_reason") or ""
+        if given and not given.lower().startswith("revoked by"):  # not a default wording
+            reason += f": {given}"
         return KeyState("Revoked", "muted", reason + ".")
     if status == "expired":
         return KeyState("Expired", "bad", f"Expired {format_datetime(key['expires_at'])}. "
@@ -63,7 +64,8 @@ def relative(value: datetime | None, now: datetime) -> str:
     seconds = abs(delta.total_seconds())
     for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
         if seconds >= size:
-            count = int(seconds // size)
+            # Whole units, rounded: a 7-day key created a second ago expires "in 7 days".
+            count = int(seconds / size + 0.5)
             text = f"{count} {unit}{'s' if count != 1 else ''}"
             break
     else:
@@ -72,7 +74,7 @@ def relative(value: datetime | None, now: datetime) -> str:
 
 
 # --- the 30-day usage chart, as SVG geometry -------------------------------------------
-CHART_WIDTH, CHART_HEIGHT = 720, 200
+CHART_WIDTH, CHART_HEIGHT = 900, 190
 _PAD_LEFT, _PAD_RIGHT, _PAD_TOP, _PAD_BOTTOM = 44, 8, 12, 28
 
 
