@@ -46,8 +46,8 @@ def expiry_choices(settings: Settings, today: date) -> ExpiryChoices:
     max_days = settings.max_apikey_ttl_hour // 24
     options = [ExpiryOption(str(d), f"{d} days") for d in PRESET_DAYS
                if d * 24 <= settings.max_apikey_ttl_hour]
-    default_label = (f"{default_days:g} days" if default_days >= 1
-                     else f"{settings.default_apikey_ttl_hour} hours")
+    default_label = (f"{default_days:g} day{'s' if default_days != 1 else ''}"
+                     if default_days >= 1 else f"{settings.default_apikey_ttl_hour} hours")
     options.insert(0, ExpiryOption("default", f"Default ({default_label})"))
     options.append(ExpiryOption("date", "Until a date"))
     latest = today + timedelta(hours=settings.max_apikey_ttl_hour)
@@ -109,8 +109,11 @@ def _expiry(values: dict[str, Any], settings: Settings, now: datetime,
         except ValueError:
             errors["expiry"] = "Pick a date (YYYY-MM-DD)."
             return None
-        # The key lives through the whole chosen day (UTC), but never past the policy.
-        expires = min(datetime.combine(day, time(23, 59, 59), tzinfo=UTC), latest)
+        # The key lives through the whole chosen day (UTC); on the last allowed day, up to
+        # the policy's limit.
+        expires = datetime.combine(day, time(23, 59, 59), tzinfo=UTC)
+        if day == latest.date():
+            expires = min(expires, latest)
         if expires <= now:
             errors["expiry"] = "Pick a date in the future."
             return None

@@ -27,11 +27,6 @@ from apikm.identity.tokens import ALGORITHMS, InvalidToken, JwksCache
 
 log = structlog.get_logger(__name__)
 
-# The demo realm's client secret (devstack/demo-realm.json). Used only when no secret is
-# configured *and* apikm points at the demo realm's own client, so `apikm keycloak up` +
-# `apikm serve` sign in out of the box; any other realm or client needs the real secret.
-DEMO_CLIENT_SECRET = "apikm-demo-secret"  # noqa: S105 - public dev fixture, not a secret
-DEMO_REALM, DEMO_CLIENT = "demo", "apikm"
 DISCOVERY_TTL_SECONDS = 3600.0
 
 
@@ -84,27 +79,18 @@ def code_challenge(verifier: str) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
-def client_secret(settings: Settings) -> str | None:
-    if settings.oidc_client_secret is not None:
-        return settings.oidc_client_secret.get_secret_value()
-    if settings.keycloak_realm == DEMO_REALM and settings.oidc_client_id == DEMO_CLIENT:
-        return DEMO_CLIENT_SECRET
-    return None
-
-
 class OidcClient:
     def __init__(self, settings: Settings) -> None:
         self.issuer = settings.issuer
         self.client_id = settings.oidc_client_id
         self.leeway = settings.token_leeway_seconds
-        self._secret = client_secret(settings)
+        secret = settings.oidc_client_secret
+        self._secret = secret.get_secret_value() if secret is not None else None
         self._metadata: ProviderMetadata | None = None
         self._fetched_at = 0.0
         self._service_token: tuple[float, str] | None = None
         if self._secret is None:
             log.warning("web UI sign-in is off: set APIKM_OIDC_CLIENT_SECRET")
-        elif settings.oidc_client_secret is None:
-            log.warning("web UI uses the demo realm's client secret (development only)")
 
     @property
     def configured(self) -> bool:

@@ -25,7 +25,7 @@ router = APIRouter(route_class=UiRoute, include_in_schema=False)
 PAGE_SIZE = 50
 STATUS_FILTERS = ("all", "active", "expired", "revoked", "suspended")
 # The auth class of apikm.client that reads APIKM_API_KEY, shown in the Python snippet.
-PYTHON_AUTH = "ApiKeyAuth"
+PYTHON_AUTH = "APIKeyAuth"
 DONE_MESSAGES = {
     "renamed": "The key was renamed.",
     "revoked": "The key was revoked. It stops working within seconds.",

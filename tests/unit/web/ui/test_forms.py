@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+from starlette.datastructures import FormData
+
+from apikm.config import Settings
+from apikm.web.ui.forms import expiry_choices, parse_new_key
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def settings(**values: object) -> Settings:
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def form(**values: str | list[str]) -> FormData:
+    items: list[tuple[str, str]] = []
+    for name, value in values.items():
+        items += [(name, v) for v in value] if isinstance(value, list) else [(name, value)]
+    return FormData(items)
+
+
+def test_a_complete_form_becomes_a_new_key() -> None:
+    parsed = parse_new_key(form(name=" QGIS ", expiry="30", roles=["a", "geoserver:read"],
+                                networks="10.0.0.0/8, 192.168.1.7", meta='{"p": 1}'),
+                           settings(), NOW)
+    assert parsed.errors == {}
+    assert parsed.new_key is not None
+    assert parsed.new_key.name == "QGIS"
+    assert parsed.new_key.expires_at == NOW + timedelta(days=30)
+    assert list(parsed.new_key.roles) == ["a", "geoserver:read"]
+    assert list(parsed.new_key.allowed_networks) == ["10.0.0.0/8", "192.168.1.7/32"]
+    assert parsed.new_key.meta == {"p": 1}
+
+
+def test_the_default_expiry_is_left_to_the_policy() -> None:
+    parsed = parse_new_key(form(name="k", expiry="default"), settings(), NOW)
+    assert parsed.new_key is not None and parsed.new_key.expires_at is None
+
+
+def test_a_date_means_the_end_of_that_day_capped_by_the_policy() -> None:
+    s = settings(max_apikey_ttl_hour=240, default_apikey_ttl_hour=24)
+    parsed = parse_new_key(form(name="k", expiry="date", expiry_date="2026-03-05"), s, NOW)
+    assert parsed.new_key is not None
+    assert parsed.new_key.expires_at == datetime(2026, 3, 5, 23, 59, 59, tzinfo=UTC)
+    last = parse_new_key(form(name="k", expiry="date", expiry_date="2026-03-11"), s, NOW)
+    assert last.new_key is not None and last.new_key.expires_at == NOW + timedelta(hours=240)
+    late = parse_new_key(form(name="k", expiry="date", expiry_date="2026-03-12"), s, NOW)
+    assert "at most 10 days" in late.errors["expiry"]
+    past = parse_new_key(form(name="k", expiry="date", expiry_date="2026-02-28"), s, NOW)
+    assert "future" in past.errors["expiry"]
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    parsed = parse_new_key(form(name="", expiry="9", networks="10.0.0.0/8 nope",
+                                meta="[1, 2]"), settings(), NOW)
+    assert parsed.new_key is None
+    assert set(parsed.errors) == {"name", "expiry", "networks", "meta"}
+    assert "JSON object" in parsed.errors["meta"]
+    bad_json = parse_new_key(form(name="k", meta="{oops"), settings(), NOW)
+    assert "not valid JSON" in bad_json.errors["meta"]
+
+
+def test_presets_longer_than_the_policy_are_not_offered() -> None:
+    choices = expiry_choices(settings(max_apikey_ttl_hour=24 * 30,
+                                      default_apikey_ttl_hour=24), date(2026, 3, 1))
+    assert [o.value for o in choices.options] == ["default", "7", "30", "date"]
+    assert choices.max_date == "2026-03-31"
+    assert choices.options[0].label == "Default (1 day)"
