@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
+
 from tests.support.keycloak_tokens import admin_token
 
 

@@ -21,13 +21,13 @@ import httpx
 import pytest
 from joserfc import jws, jwt
 from joserfc.jwk import KeySet
+
+from apikm.devstack.keycloak import StackInfo
+from apikm.tokens.keycloak_setup import SetupOptions, remove_setup, setup_realm
 from tests.support.apikm_server import ApikmServer, apikm_server
 from tests.support.keycloak_tokens import admin_token, password_grant
 from tests.support.keycloak_users import realm_admin, set_enabled, throwaway_user
 from tests.support.keys import create_key, user_client
-
-from apikm.devstack.keycloak import StackInfo
-from apikm.tokens.keycloak_setup import SetupOptions, remove_setup, setup_realm
 
 pytestmark = pytest.mark.integration
 

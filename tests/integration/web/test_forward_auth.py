@@ -14,10 +14,10 @@ import httpx
 import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet
-from tests.support.apikm_server import ApikmServer, apikm_server
-from tests.support.keys import create_key, user_client
 
 from apikm.devstack.keycloak import StackInfo
+from tests.support.apikm_server import ApikmServer, apikm_server
+from tests.support.keys import create_key, user_client
 
 pytestmark = pytest.mark.integration
 

@@ -1,0 +1,42 @@
+"""Debian's nginx with ``auth_request`` and deploy/nginx/apikm.conf in front of a static
+file server and an echo service, apikm deciding every request."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e.gateway_fixtures import gateway_setting
+from tests.support import gateway_checks as checks
+from tests.support.gateways import nginx_gateway
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def setting() -> Iterator[checks.Setting]:
+    with gateway_setting(nginx_gateway) as prepared:
+        yield prepared
+
+
+@pytest.mark.parametrize("placement", ["header", "bearer", "basic", "query"])
+def test_key_passes_with_identity_and_jwt_upstream(setting: checks.Setting,
+                                                   placement: str) -> None:
+    checks.check_key_passes_with_identity_upstream(setting, placement)
+
+
+def test_spoofed_identity_headers_are_replaced(setting: checks.Setting) -> None:
+    checks.check_spoofed_identity_headers_are_replaced(setting)
+
+
+def test_missing_bad_revoked_and_insufficient_keys_are_refused(setting: checks.Setting) -> None:
+    checks.check_refusals(setting)
+
+
+def test_static_file_with_ranges(setting: checks.Setting) -> None:
+    checks.check_static_file(setting)
+
+
+def test_failure_limit_reaches_the_client_as_429(setting: checks.Setting) -> None:
+    checks.check_failure_limit_gives_429(setting)
