@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -344,3 +345,35 @@ def test_pages_need_a_session(ui_server: ApikmServer) -> None:
         assert target.params["state"] and target.params["nonce"]
         assert target.params["redirect_uri"] == f"{ui_server.url}/auth/callback"
         assert client.post("/keys/new", data={"name": "x"}).status_code == 401
+
+
+def test_a_key_can_be_made_with_the_keyboard_alone_and_pages_fit_a_phone(
+        new_user_session: OpenAs, ui_server: ApikmServer) -> None:
+    dana = new_user_session("dana")
+    page = dana.page
+    dana.go("/keys/new")
+    page.focus("#name")
+    page.keyboard.type("Keyboard only")
+    page.keyboard.press("Tab")  # description
+    page.keyboard.press("Tab")  # the expiry choices: arrows move between them
+    page.keyboard.press("ArrowRight")  # 7 days
+    # Tab on through the date field (Chromium stops at its day, month and year parts).
+    for _ in range(6):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.name") == "roles":
+            break
+    focused = page.evaluate("document.activeElement.value")
+    page.keyboard.press("Space")
+    page.focus("#name")
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Your new key is ready")).to_be_visible()
+    result = verify(ui_server, page.input_value("#new-key"))
+    assert result["roles"] == [focused]
+    assert result["expires_at"] < (datetime.now(UTC) + timedelta(days=7, minutes=1)).isoformat()
+
+    page.set_viewport_size({"width": 390, "height": 844})
+    for path in ("/keys", "/keys/new"):
+        dana.go(path)
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"{path} scrolls sideways on a phone by {overflow}px"
+        dana.shot("phone" + path.replace("/", "-"))
