@@ -13,10 +13,10 @@ import httpx
 import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
-from tests.support.apikm_server import ApikmServer, apikm_server
-from tests.support.keycloak_tokens import access_token, admin_token, password_grant
 
 from apikm.devstack.keycloak import StackInfo
+from tests.support.apikm_server import ApikmServer, apikm_server
+from tests.support.keycloak_tokens import access_token, admin_token, password_grant
 
 pytestmark = pytest.mark.integration
 
