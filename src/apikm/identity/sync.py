@@ -403,6 +403,7 @@ class SyncWorker:
         self.health.last_full_pass_owners = report.owners
         self._record_success()
         self._on_change()  # owners' synced_at moved on: cached records may be STALE
+        await store.save_state(self._engine, HEALTH_STATE, self.health.to_json())
         log.info("sync full pass", owners=report.owners, changed=report.changed,
                  failed=report.failed, seconds=round(report.seconds, 3))
         return report
