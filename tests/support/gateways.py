@@ -71,7 +71,9 @@ def _wait_gateway(url: str, process: subprocess.Popen[bytes], log: Path) -> None
 
 
 @contextmanager
-def nginx_gateway(apikm_url: str, upstream_url: str) -> Iterator[Gateway]:
+def nginx_gateway(apikm_url: str, upstream_url: str, extra: str = "") -> Iterator[Gateway]:
+    """nginx with deploy/nginx/apikm.conf; ``extra`` is added to its server block, with
+    ``{srv}`` standing for the served tree."""
     srv = _world_readable_tree()
     work = Path(tempfile.mkdtemp(prefix="apikm-nginx-"))
     port = free_port()
@@ -80,6 +82,9 @@ def nginx_gateway(apikm_url: str, upstream_url: str) -> Iterator[Gateway]:
                 .replace("127.0.0.1:9000", _host_port(upstream_url))
                 .replace("listen 8080;", f"listen 127.0.0.1:{port};")
                 .replace("root /srv;", f"root {srv};"))
+    if extra:
+        end = site.rindex("}")
+        site = site[:end] + extra.replace("{srv}", str(srv)) + "\n" + site[end:]
     (work / "apikm.conf").write_text(site)
     temp = "\n".join(f"    {kind}_temp_path {work}/{kind};"
                      for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
