@@ -107,6 +107,11 @@ class Settings(BaseSettings):
         ["apikm"], description="aud of apikm-signed tokens, besides the key's clients")
     signing_alg: Literal["ES256", "RS256"] = "ES256"
     keycloak_idp_alias: str = Field("apikm", pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    # The confidential client that posts JWT Authorization Grants in keycloak mode. Its own
+    # client (default apikm-exchange), because linking owners needs manage-users, which the
+    # read-only sync account (APIKM_OIDC_CLIENT_ID) must not have.
+    exchange_client_id: str = "apikm-exchange"
+    exchange_client_secret: SecretStr | None = None
     introspect_networks: Annotated[list[str], NoDecode] = ["127.0.0.1/32", "::1/128"]
     introspect_role: str = "apikm-introspect"
 
