@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from pydantic import SecretStr
 
 from apikm.config import Settings
 from apikm.tokens.jwks import JWKS_PATH
@@ -20,14 +21,19 @@ signing_app = typer.Typer(help="apikm's JWT signing keys (APIKM_DATA_DIR/signing
                           no_args_is_help=True)
 
 
+DEMO_EXCHANGE_SECRET = "apikm-exchange-demo-secret"  # noqa: S105 - the demo realm's, loopback
+
+
 def setup_options(settings: Settings, issuer: str | None = None, jwks_url: str | None = None,
                   link_permission: bool = True) -> SetupOptions:
     issuer = (issuer or settings.base_url).rstrip("/")
+    secret = settings.exchange_client_secret
     return SetupOptions(
         keycloak_url=settings.keycloak_url, realm=settings.keycloak_realm,
         alias=settings.keycloak_idp_alias, issuer=issuer,
-        jwks_url=jwks_url or issuer + JWKS_PATH, client_id=settings.oidc_client_id,
-        signing_alg=settings.signing_alg, grant_link_permission=link_permission)
+        jwks_url=jwks_url or issuer + JWKS_PATH, client_id=settings.exchange_client_id,
+        signing_alg=settings.signing_alg, grant_link_permission=link_permission,
+        client_secret=secret.get_secret_value() if secret else None)
 
 
 def keycloak_setup(
@@ -47,7 +53,11 @@ def keycloak_setup(
     ] = True,
     remove: Annotated[bool, typer.Option(help="undo: remove the identity provider")] = False,
 ) -> None:
-    """Prepare the realm for APIKM_EXCHANGE_MODE=keycloak (idempotent)."""
+    """Prepare the realm for APIKM_EXCHANGE_MODE=keycloak (idempotent).
+
+    The exchange client (APIKM_EXCHANGE_CLIENT_ID) is created when missing if
+    APIKM_EXCHANGE_CLIENT_SECRET is set.
+    """
     from apikm.cli import _settings
 
     settings = _settings()
@@ -68,7 +78,11 @@ def keycloak_setup(
 
 
 def demo_setup(settings: Settings, admin_user: str, admin_password: str) -> list[str]:
-    """The devstack's realm, ready for the keycloak exchange mode of a local apikm."""
+    """The devstack's realm, ready for the keycloak exchange mode of a local apikm
+    (``APIKM_EXCHANGE_CLIENT_SECRET=apikm-exchange-demo-secret``)."""
+    if settings.exchange_client_secret is None:
+        demo_secret = SecretStr(DEMO_EXCHANGE_SECRET)
+        settings = settings.model_copy(update={"exchange_client_secret": demo_secret})
     options = setup_options(settings)
     return setup_realm(options, admin_token(settings.keycloak_url, admin_user, admin_password))
 

@@ -3,7 +3,7 @@
 RFC 7523 as Keycloak 26.6+ implements it: apikm is registered in the realm as an identity
 provider of type ``jwt-authorization-grant`` (issuer = apikm's base URL, keys from apikm's
 JWKS URL), the owner is linked to it (federated identity whose user id is the owner's Keycloak
-subject), and apikm, as the confidential client ``APIKM_OIDC_CLIENT_ID``, posts a short,
+subject), and apikm, as the confidential client ``APIKM_EXCHANGE_CLIENT_ID``, posts a short,
 single-use assertion signed with its current signing key to the realm's token endpoint.
 Keycloak then checks the signature, issuer, audience, lifetime, ``jti`` reuse, that the user
 exists, is linked, is enabled and has no pending required actions, and issues a token with the
@@ -86,10 +86,10 @@ class KeycloakGrant:
         return await self._post_as_client(self._token_endpoint, form)
 
     async def _post_as_client(self, url: str, form: dict[str, str]) -> httpx.Response:
-        secret = self._settings.oidc_client_secret
+        secret = self._settings.exchange_client_secret
         if secret is None:
-            raise KeycloakGrantError("keycloak exchange mode needs APIKM_OIDC_CLIENT_SECRET")
-        auth = httpx.BasicAuth(self._settings.oidc_client_id, secret.get_secret_value())
+            raise KeycloakGrantError("keycloak exchange mode needs APIKM_EXCHANGE_CLIENT_SECRET")
+        auth = httpx.BasicAuth(self._settings.exchange_client_id, secret.get_secret_value())
         try:
             return await self._http.post(url, data=form, auth=auth, timeout=10.0)
         except httpx.HTTPError as exc:

@@ -4,11 +4,14 @@ Idempotent; every step reads first and changes only what differs:
 1. an identity provider of type ``jwt-authorization-grant`` (alias ``APIKM_KEYCLOAK_IDP_ALIAS``)
    whose issuer is apikm's base URL and whose keys come from apikm's JWKS URL, pinned to
    apikm's signing algorithm;
-2. on apikm's confidential client: the JWT Authorization Grant enabled
+2. on apikm's exchange client (``APIKM_EXCHANGE_CLIENT_ID``; created, confidential with a
+   service account and no login flows, when missing and a secret is given): the JWT
+   Authorization Grant enabled
    (``oauth2.jwt.authorization.grant.enabled``) and the alias added to the identity providers
    it may accept assertions from (``oauth2.jwt.authorization.grant.idp``, ``##``-separated);
-3. unless refused, ``realm-management:manage-users`` for the client's service account, so
-   apikm can link an owner to the identity provider on their first exchange.
+3. unless refused, ``realm-management:manage-users`` for that client's service account, so
+   apikm can link an owner to the identity provider on their first exchange. This is why the
+   exchange has a client of its own: the sync's client stays read-only.
 Keycloak must be able to fetch the JWKS URL (it is read when an assertion arrives).
 """
 
@@ -40,6 +43,7 @@ class SetupOptions:
     client_id: str
     signing_alg: str
     grant_link_permission: bool = True
+    client_secret: str | None = None  # creates the client when it does not exist
 
 
 def admin_token(keycloak_url: str, username: str, password: str, realm: str = "master") -> str:
@@ -72,6 +76,7 @@ def setup_realm(options: SetupOptions, token: str) -> list[str]:
     """Apply the three steps; returns what changed (empty when everything was in place)."""
     with _admin(options, token) as admin:
         changes = _ensure_identity_provider(admin, options)
+        changes += _ensure_client(admin, options)
         client = _find_client(admin, options.client_id)
         changes += _ensure_client_grant(admin, client, options.alias)
         if options.grant_link_permission:
@@ -131,6 +136,22 @@ def _ensure_identity_provider(admin: httpx.Client, options: SetupOptions) -> lis
     _check(admin.put(f"/identity-provider/instances/{options.alias}", json=current),
            "updating the identity provider")
     return [f"identity provider {options.alias}: updated (issuer {options.issuer})"]
+
+
+def _ensure_client(admin: httpx.Client, options: SetupOptions) -> list[str]:
+    found = _check(admin.get("/clients", params={"clientId": options.client_id}),
+                   "looking up the client").json()
+    if found or options.client_secret is None:
+        return []
+    _check(admin.post("/clients", json={
+        "clientId": options.client_id, "name": "apikm token exchange",
+        "description": "apikm obtains Keycloak tokens for key owners (JWT Authorization Grant)",
+        "enabled": True, "protocol": "openid-connect", "publicClient": False,
+        "clientAuthenticatorType": "client-secret", "secret": options.client_secret,
+        "serviceAccountsEnabled": True, "standardFlowEnabled": False,
+        "implicitFlowEnabled": False, "directAccessGrantsEnabled": False,
+    }), "creating the client")
+    return [f"client {options.client_id}: created"]
 
 
 def _find_client(admin: httpx.Client, client_id: str) -> dict[str, Any]:

@@ -238,19 +238,29 @@ def _realm_role(keycloak: StackInfo, name: str) -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def keycloak_mode_apikm(keycloak: StackInfo) -> Iterator[ApikmServer]:
-    """apikm in keycloak exchange mode, registered in the realm under its own alias."""
-    alias = f"apikm-test-{secrets.token_hex(4)}"
+    """apikm in keycloak exchange mode with its own exchange client and identity provider,
+    set up in the realm by the same code as ``apikm keycloak setup`` (which creates the
+    client), removed afterwards."""
+    suffix = secrets.token_hex(4)
+    alias, client_id, secret = f"apikm-test-{suffix}", f"apikm-xchg-{suffix}", \
+        secrets.token_urlsafe(16)
     with apikm_server(None, keycloak.base_url, exchange_mode="keycloak",
-                      keycloak_idp_alias=alias, oidc_client_secret="apikm-demo-secret") as server:
+                      keycloak_idp_alias=alias, exchange_client_id=client_id,
+                      exchange_client_secret=secret) as server:
         options = SetupOptions(
             keycloak_url=keycloak.base_url, realm="demo", alias=alias, issuer=server.url,
-            jwks_url=f"{server.url}/.well-known/jwks.json", client_id="apikm",
-            signing_alg="ES256")
-        setup_realm(options, admin_token(keycloak.base_url))
+            jwks_url=f"{server.url}/.well-known/jwks.json", client_id=client_id,
+            signing_alg="ES256", client_secret=secret)
+        changes = setup_realm(options, admin_token(keycloak.base_url))
+        assert any("created" in change for change in changes)
+        assert setup_realm(options, admin_token(keycloak.base_url)) == []  # idempotent
         try:
             yield server
         finally:
             remove_setup(options, admin_token(keycloak.base_url))
+            with realm_admin(keycloak.base_url) as admin:
+                for client in admin.get("/clients", params={"clientId": client_id}).json():
+                    admin.delete(f"/clients/{client['id']}")
 
 
 def test_keycloak_mode_token_is_accepted_by_keycloak(
