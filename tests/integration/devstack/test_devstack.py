@@ -114,10 +114,14 @@ def test_bob_lacks_editor(stack: StackInfo, http: httpx.Client) -> None:
 def test_service_account_reads_but_cannot_write(stack: StackInfo, http: httpx.Client) -> None:
     headers = {"Authorization": f"Bearer {_service_account_token(http, stack)}"}
     users_url = f"{stack.base_url}/admin/realms/{stack.realm}/users"
-    listed = http.get(users_url, headers=headers, params={"max": 100})
-    assert listed.status_code == 200, listed.text
-    assert {"alice", "bob", "admin", "dana"} <= {u["username"] for u in listed.json()}
-    alice_id = next(u["id"] for u in listed.json() if u["username"] == "alice")
+    # Other tests create throwaway users, so ask for each demo user by exact name.
+    found = {}
+    for name in ("alice", "bob", "admin", "dana"):
+        listed = http.get(users_url, headers=headers, params={"username": name, "exact": "true"})
+        assert listed.status_code == 200, listed.text
+        found[name] = [u["id"] for u in listed.json()]
+    assert all(len(ids) == 1 for ids in found.values()), found
+    alice_id = found["alice"][0]
     roles = http.get(f"{users_url}/{alice_id}/role-mappings/realm/composite", headers=headers)
     assert roles.status_code == 200
     groups = http.get(f"{users_url}/{alice_id}/groups", headers=headers)
@@ -126,6 +130,9 @@ def test_service_account_reads_but_cannot_write(stack: StackInfo, http: httpx.Cl
     assert events.status_code == 200
     created = http.post(users_url, headers=headers, json={"username": "mallory", "enabled": True})
     assert created.status_code == 403
+    # nor change one: least privilege means read-only
+    disabled = http.put(f"{users_url}/{alice_id}", headers=headers, json={"enabled": False})
+    assert disabled.status_code == 403
 
 
 def test_checksum_rejects_corrupted_file(tmp_path: Path) -> None:
