@@ -27,7 +27,8 @@ api_keys = sa.Table(
     # active | suspended | revoked; "expired" is derived from expires_at.
     sa.Column("status", sa.String(16), nullable=False, server_default="active"),
     sa.Column("expires_at", UTCDateTime(), nullable=False),
-    sa.Column("created_at", UTCDateTime(), nullable=False),
+    # Indexed: the Keycloak sync follows new keys to confirm their owner's roles at once.
+    sa.Column("created_at", UTCDateTime(), nullable=False, index=True),
     sa.Column("created_by", sa.String(64), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.Column("rotated_at", UTCDateTime()),

@@ -1,4 +1,4 @@
-"""sync state and leader lease (issue 3)
+"""sync state, leader lease, index on api_keys.created_at (issue 3)
 
 Revision ID: 0002
 Revises: 0001
@@ -32,8 +32,12 @@ def upgrade() -> None:
     sa.Column('acquired_at', apikm.db.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('name', name=op.f('pk_sync_leases'))
     )
+    with op.batch_alter_table('api_keys', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_api_keys_created_at'), ['created_at'], unique=False)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('api_keys', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_api_keys_created_at'))
     op.drop_table('sync_leases')
     op.drop_table('sync_state')
