@@ -67,13 +67,15 @@ def ui_server(keycloak: devstack.StackInfo) -> Iterator[ApikmServer]:
             _change_client_urls(keycloak, server.url, add=False)
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: the sync API keeps an event loop running in the main thread
+# while it is open, which would break every later test that calls asyncio.run().
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     with sync_playwright() as driver:
         yield driver
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
                                          args=CHROMIUM_ARGS)
