@@ -132,11 +132,7 @@ class KeycloakAdmin:
 
     async def _get_json(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
         response = await self._get(path, params)
-        if response.status_code == 403:
-            raise KeycloakRefused(f"GET {path}: forbidden; run the permission check "
-                                  f"(needs {', '.join(REQUIRED_ROLES)})")
-        if response.status_code != 200:
-            raise KeycloakError(f"GET {path}: HTTP {response.status_code}")
+        _check(response, f"GET {path}")
         return response.json()
 
     # --- start-up check ------------------------------------------------------------------
@@ -163,48 +159,58 @@ class KeycloakAdmin:
     async def user(self, user_id: str, clients: Iterable[str] = ()) -> KeycloakUser | None:
         """The user's current state, or None when Keycloak says the user does not exist."""
         uid = quote(user_id, safe="")
-        response = await self._get(f"/users/{uid}")
-        if response.status_code == 404 and _is_user_not_found(response):
-            return None
-        if response.status_code != 200:
-            raise KeycloakError(f"GET /users/{{id}}: HTTP {response.status_code}")
-        rep = response.json()
         client_ids = await self._client_ids(sorted(set(clients)))
-        realm_roles, groups, *client_roles = await asyncio.gather(
-            self.realm_roles(uid), self.groups(uid),
+        # All reads at once: one round trip of latency per user, not two.
+        rep, realm_roles, groups, *client_roles = await asyncio.gather(
+            self._json_or_gone(f"/users/{uid}"), self.realm_roles(uid), self.groups(uid),
             *(self.client_roles(uid, internal) for internal in client_ids.values()))
+        if rep is None:
+            return None
+        if realm_roles is None or groups is None or any(r is None for r in client_roles):
+            raise KeycloakError("user deleted while being read")  # the retry will see it
         roles = set(realm_roles)
         for client_id, found in zip(client_ids, client_roles, strict=True):
-            roles.update(f"{client_id}:{name}" for name in found)
+            roles.update(f"{client_id}:{name}" for name in found or ())
         return KeycloakUser(
             id=str(rep["id"]), username=str(rep.get("username") or rep["id"]),
             email=str(rep["email"]) if rep.get("email") else None,
             enabled=bool(rep.get("enabled", False)), roles=frozenset(roles),
             groups=tuple(sorted(groups)))
 
-    async def realm_roles(self, uid: str) -> list[str]:
-        rows = await self._get_json(f"/users/{uid}/role-mappings/realm/composite",
-                                    {"briefRepresentation": "true"})
-        return [str(r["name"]) for r in rows]
+    async def realm_roles(self, uid: str) -> list[str] | None:
+        rows = await self._json_or_gone(f"/users/{uid}/role-mappings/realm/composite",
+                                        {"briefRepresentation": "true"})
+        return None if rows is None else [str(r["name"]) for r in rows]
 
-    async def client_roles(self, uid: str, client_internal_id: str) -> list[str]:
+    async def client_roles(self, uid: str, client_internal_id: str) -> list[str] | None:
         path = f"/users/{uid}/role-mappings/clients/{client_internal_id}/composite"
         response = await self._get(path, {"briefRepresentation": "true"})
+        if response.status_code == 404 and _is_user_not_found(response):
+            return None
         if response.status_code == 404:
             self.forget_clients()  # the client was deleted since we listed clients
             return []
-        if response.status_code != 200:
-            raise KeycloakError(f"GET client role mappings: HTTP {response.status_code}")
+        _check(response, "GET client role mappings")
         return [str(r["name"]) for r in response.json()]
 
-    async def groups(self, uid: str, page: int = 500) -> list[str]:
+    async def groups(self, uid: str, page: int = 500) -> list[str] | None:
         paths: list[str] = []
         while True:
-            rows = await self._get_json(f"/users/{uid}/groups", {
+            rows = await self._json_or_gone(f"/users/{uid}/groups", {
                 "first": len(paths), "max": page, "briefRepresentation": "true"})
+            if rows is None:
+                return None
             paths.extend(str(g["path"]) for g in rows)
             if len(rows) < page:
                 return paths
+
+    async def _json_or_gone(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
+        """The JSON body, or None when Keycloak answers that the user does not exist."""
+        response = await self._get(path, params)
+        if response.status_code == 404 and _is_user_not_found(response):
+            return None
+        _check(response, f"GET {path.split('/')[1]}/...")
+        return response.json()
 
     # --- clients -------------------------------------------------------------------------
     async def _client_ids(self, client_ids: Sequence[str]) -> dict[str, str]:
@@ -248,10 +254,17 @@ class KeycloakAdmin:
         params += [("dateFrom", date_from_ms), ("first", first), ("max", max_results),
                    ("direction", "asc")]
         response = await self._get("/events", httpx.QueryParams(params))
-        if response.status_code != 200:
-            raise KeycloakError(f"GET /events: HTTP {response.status_code}")
+        _check(response, "GET /events")
         rows: list[dict[str, Any]] = response.json()
         return rows
+
+
+def _check(response: httpx.Response, what: str) -> None:
+    if response.status_code == 403:
+        raise KeycloakRefused(f"{what}: forbidden; the service account needs the "
+                              f"realm-management roles {', '.join(REQUIRED_ROLES)}")
+    if response.status_code != 200:
+        raise KeycloakError(f"{what}: HTTP {response.status_code}")
 
 
 def _is_user_not_found(response: httpx.Response) -> bool:

@@ -6,7 +6,8 @@ Two loops run in the replica that holds the leader lease:
 - the fast path polls admin events and a few user events every ``event_interval`` seconds
   (``EventCursor`` makes sure none is missed or handled twice) and re-reads each user an
   event names; changes to groups, roles or clients that touch many users start a full pass;
-  it also re-checks disabled owners whose grace period just ended;
+  it also re-reads the owners of new keys (a key may name a client whose roles were not
+  read for that owner yet) and disabled owners whose grace period just ended;
 - the full pass re-reads every owner of a live key every ``full_pass_every`` seconds, with
   bounded concurrency, because events can be missed (LDAP, lockouts, events disabled).
 
@@ -22,7 +23,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -192,13 +193,18 @@ class SyncWorker:
         self._cursors: dict[str, EventCursor] = {}
         self._full_pass_wanted = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._streams = [
+        keycloak_streams = [
             _Stream("admin_events", admin.admin_events, admin_event),
             _Stream("user_events",
                     lambda since, first, size: admin.user_events(USER_EVENT_TYPES, since,
                                                                   first, size),
                     user_event),
         ]
+        # New keys, possibly made on another replica: their owner is read at once, as the
+        # key may name a client whose roles the last read of that owner did not cover.
+        new_keys = _Stream("new_keys", lambda since, first, size: store.keys_created_since(
+            engine, since, first, size), user_event)
+        self._streams = [*(keycloak_streams if config.follow_events else []), new_keys]
 
     # --- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -297,9 +303,9 @@ class SyncWorker:
         while True:
             try:
                 await self.check_due_revocations()
+                await self.poll_events()
                 if self._config.follow_events:
-                    await self.poll_events()
-                    self._record_success()
+                    self._record_success()  # Keycloak answered this round
                 if backoff.failures:  # recovered: confirm everyone now, not in minutes
                     self._full_pass_wanted.set()
                 backoff.reset()
@@ -393,9 +399,10 @@ class SyncWorker:
     async def full_pass(self) -> PassReport:
         """Re-read every owner of a live key from Keycloak."""
         started, started_at = time.monotonic(), utcnow()
-        owners = await store.live_owner_ids(self._engine)
-        changed, failed = await self._sync_many(owners, "full_pass", tolerate=True)
-        report = PassReport(len(owners), changed, failed, time.monotonic() - started)
+        grants = await store.live_owner_grants(self._engine)
+        changed, failed = await self._sync_many(grants, "full_pass", tolerate=True,
+                                                grants=grants)
+        report = PassReport(len(grants), changed, failed, time.monotonic() - started)
         SYNC_FULL_PASS_SECONDS.set(report.seconds)
         SYNC_FULL_PASS_OWNERS.set(report.owners)
         self.health.last_full_pass_at = started_at
@@ -408,8 +415,8 @@ class SyncWorker:
                  failed=report.failed, seconds=round(report.seconds, 3))
         return report
 
-    async def _sync_many(self, user_ids: Iterable[str], trigger: str,
-                         tolerate: bool = False) -> tuple[int, int]:
+    async def _sync_many(self, user_ids: Iterable[str], trigger: str, tolerate: bool = False,
+                         grants: Mapping[str, set[str]] | None = None) -> tuple[int, int]:
         """Sync owners with bounded concurrency; returns (changed, failed).
 
         Keycloak being unreachable aborts at once (retry later, as a whole); other errors
@@ -424,7 +431,8 @@ class SyncWorker:
             while not queue.empty():
                 user_id = queue.get_nowait()
                 try:
-                    if await self.sync_owner(user_id, trigger):
+                    granted = grants.get(user_id) if grants is not None else None
+                    if await self.sync_owner(user_id, trigger, granted):
                         counts["changed"] += 1
                 except (KeycloakUnavailable, KeycloakRefused):
                     raise
@@ -444,14 +452,24 @@ class SyncWorker:
                 raise errors.exceptions[0] from None
         return counts["changed"], counts["failed"]
 
-    async def sync_owner(self, user_id: str, trigger: str = "manual") -> bool:
-        """Read one owner from Keycloak and apply it; True if anything changed."""
+    async def sync_owner(self, user_id: str, trigger: str = "manual",
+                         granted: Iterable[str] | None = None) -> bool:
+        """Read one owner from Keycloak and apply it; True if anything changed.
+
+        ``granted``: the roles of the owner's live keys when the caller already read them.
+        """
         async with self._locks.hold(user_id):
-            clients = clients_of(await store.granted_roles(self._engine, user_id))
-            read_at = utcnow()
-            observed = await self._admin.user(user_id, clients)
-            change = await store.reconcile_owner(self._engine, user_id, observed, read_at,
-                                                 self._config.grace)
+            for _attempt in range(3):
+                if granted is None:
+                    granted = await store.granted_roles(self._engine, user_id)
+                clients = clients_of(granted)
+                read_at = utcnow()
+                observed = await self._admin.user(user_id, clients)
+                change = await store.reconcile_owner(self._engine, user_id, observed, clients,
+                                                     read_at, self._config.grace)
+                if not change.retry:
+                    break
+                granted = None  # a key with another client appeared: read it too
         SYNC_OWNER_READS.labels(trigger).inc()
         for action, keys in (("suspend", change.suspended), ("reactivate", change.reactivated),
                              ("revoke", change.revoked)):
@@ -464,7 +482,7 @@ class SyncWorker:
 
     # --- one-shot (cron) -----------------------------------------------------------------
     async def run_once(self) -> PassReport:
-        """``apikm sync --once``: events since the saved cursors, then a full pass."""
+        """``apikm sync --once``: one full pass (it covers whatever events would say)."""
         if not await store.acquire_lease(self._engine, LEASE_NAME, self.holder,
                                          self._config.lease_ttl):
             current = await store.lease_holder(self._engine, LEASE_NAME)
@@ -472,9 +490,6 @@ class SyncWorker:
         renewal = asyncio.create_task(self._keep_lease())
         try:
             await self._admin.check_permissions()
-            await self._start_cursors()
-            if self._config.follow_events:
-                await self.poll_events()
             return await self.full_pass()
         finally:
             renewal.cancel()

@@ -16,7 +16,7 @@ from apikm.identity.sync import LeaseHeld, PassReport, SyncWorker, worker_from_s
 
 
 def sync_command(
-    once: Annotated[bool, typer.Option("--once", help="one pass (events, then every owner), "
+    once: Annotated[bool, typer.Option("--once", help="one full pass over every key owner, "
                                        "then exit: for cron")] = False,
     migrate: Annotated[bool, typer.Option(help="apply database migrations first")] = True,
 ) -> None:

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from apikm.db import upsert, utcnow
-from apikm.identity.sync_rules import KeycloakUser, LiveKey, OwnerPlan, plan_owner
+from apikm.identity.sync_rules import KeycloakUser, LiveKey, OwnerPlan, clients_of, plan_owner
 from apikm.identity.tables import owners, sync_leases, sync_state
 from apikm.keys.service import Actor, record_audit
 from apikm.keys.tables import api_keys
@@ -80,12 +80,16 @@ def _live(now: datetime) -> sa.ColumnElement[bool]:
     return sa.and_(api_keys.c.status.in_(LIVE_STATUSES), api_keys.c.expires_at > now)
 
 
-async def live_owner_ids(engine: AsyncEngine) -> list[str]:
-    """Every owner of a live key: the full pass's work list."""
+async def live_owner_grants(engine: AsyncEngine) -> dict[str, set[str]]:
+    """Every owner of a live key, with the roles granted to their live keys: the full
+    pass's work list, read in one query."""
+    grants: dict[str, set[str]] = {}
     async with engine.connect() as conn:
-        rows = await conn.execute(sa.select(api_keys.c.owner_id).where(_live(utcnow()))
-                                  .distinct().order_by(api_keys.c.owner_id))
-    return [row.owner_id for row in rows]
+        rows = await conn.execute(sa.select(api_keys.c.owner_id, api_keys.c.roles)
+                                  .where(_live(utcnow())).order_by(api_keys.c.owner_id))
+        for row in rows:
+            grants.setdefault(row.owner_id, set()).update(str(r) for r in row.roles)
+    return grants
 
 
 async def with_live_keys(engine: AsyncEngine, user_ids: Iterable[str]) -> set[str]:
@@ -109,6 +113,20 @@ async def revocations_due(engine: AsyncEngine, grace: timedelta) -> list[str]:
     return [row.user_id for row in rows]
 
 
+async def keys_created_since(engine: AsyncEngine, since_ms: int, first: int,
+                             limit: int) -> list[dict[str, Any]]:
+    """New keys as events (id, time in ms, owner): their owner's client roles may not have
+    been read yet, and creating a key leaves no trace in Keycloak's events."""
+    since = datetime.fromtimestamp(since_ms / 1000, UTC)
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            sa.select(api_keys.c.id, api_keys.c.created_at, api_keys.c.owner_id)
+            .where(api_keys.c.created_at >= since)
+            .order_by(api_keys.c.created_at, api_keys.c.id).offset(first).limit(limit))
+        return [{"id": row.id, "time": int(row.created_at.timestamp() * 1000),
+                 "userId": row.owner_id} for row in rows]
+
+
 async def granted_roles(engine: AsyncEngine, user_id: str) -> set[str]:
     """Roles granted to the owner's live keys (which clients' roles are worth reading)."""
     async with engine.connect() as conn:
@@ -126,6 +144,7 @@ class OwnerChange:
     reactivated: list[str] = field(default_factory=list)
     revoked: list[str] = field(default_factory=list)
     skipped: bool = False  # a newer token already told us more than this read
+    retry: bool = False  # a key naming a client we did not read appeared meanwhile
 
     @property
     def changed(self) -> bool:
@@ -133,8 +152,13 @@ class OwnerChange:
 
 
 async def reconcile_owner(engine: AsyncEngine, user_id: str, observed: KeycloakUser | None,
-                          read_at: datetime, grace: timedelta) -> OwnerChange:
-    """Store what Keycloak showed at ``read_at`` and suspend, reactivate or revoke keys."""
+                          read_clients: frozenset[str], read_at: datetime,
+                          grace: timedelta) -> OwnerChange:
+    """Store what Keycloak showed at ``read_at`` and suspend, reactivate or revoke keys.
+
+    ``read_clients``: the clients whose roles were read; if a live key names another one
+    now, nothing is written and the caller reads again (``retry``).
+    """
     change = OwnerChange(user_id)
     async with engine.begin() as conn:
         owner = await _owner_for_update(conn, user_id)
@@ -142,7 +166,10 @@ async def reconcile_owner(engine: AsyncEngine, user_id: str, observed: KeycloakU
             change.skipped = True
             return change
         now = utcnow()
-        keys = await _live_keys(conn, user_id, now)
+        keys, granted = await _live_keys(conn, user_id, now)
+        if observed is not None and not clients_of(granted) <= read_clients:
+            change.retry = True
+            return change
         plan = plan_owner(observed, owner.disabled_at if owner else None, keys, now, grace)
         change.owner_changed = await _write_owner(conn, owner, user_id, observed, plan, read_at)
         change.suspended = await _set_status(conn, plan.suspend, ("active",), user_id, "suspend", {
@@ -167,10 +194,12 @@ async def _owner_for_update(conn: AsyncConnection, user_id: str) -> Any:
     return (await conn.execute(query)).first()
 
 
-async def _live_keys(conn: AsyncConnection, user_id: str, now: datetime) -> list[LiveKey]:
-    rows = await conn.execute(sa.select(api_keys.c.id, api_keys.c.status).where(
-        api_keys.c.owner_id == user_id, _live(now)))
-    return [LiveKey(row.id, row.status) for row in rows]
+async def _live_keys(conn: AsyncConnection, user_id: str,
+                     now: datetime) -> tuple[list[LiveKey], set[str]]:
+    rows = (await conn.execute(sa.select(api_keys.c.id, api_keys.c.status, api_keys.c.roles)
+                               .where(api_keys.c.owner_id == user_id, _live(now)))).all()
+    return [LiveKey(row.id, row.status) for row in rows], {str(r) for row in rows
+                                                            for r in row.roles}
 
 
 async def _write_owner(conn: AsyncConnection, owner: Any, user_id: str,

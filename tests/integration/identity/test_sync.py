@@ -242,6 +242,10 @@ def unsynced(new_database: Callable[[], str | None],
 def create_key(server: ApikmServer, stack: devstack.StackInfo, user: KcUser,
                roles: list[str]) -> str:
     token = password_grant(stack.issuer, user.username, user.password)["access_token"]
+    return create_key_with(server, str(token), roles)
+
+
+def create_key_with(server: ApikmServer, token: object, roles: list[str]) -> str:
     response = httpx.post(f"{server.url}/v1/keys", json={"name": "sync", "roles": roles},
                           headers={"Authorization": f"Bearer {token}"}, timeout=30)
     assert response.status_code == 201, response.text
@@ -298,6 +302,20 @@ def test_removed_role_leaves_the_key_and_comes_back(
     throwaway.admin.set_realm_role(user.id, "data-manager", True)
     time.sleep(3)
     assert verify(synced, key)["roles"] == ["analyst", "editor", "geoserver:read"]
+
+
+def test_new_key_naming_another_client_is_confirmed_at_once(
+        synced: ApikmServer, keycloak: devstack.StackInfo, throwaway: Throwaways) -> None:
+    user = throwaway.user(["analyst"], {"stac": ["read"]})
+    token = password_grant(keycloak.issuer, user.username, user.password)["access_token"]
+    first = create_key_with(synced, token, ["analyst"])
+    time.sleep(2.5)  # the sync reads the new owner: realm roles only, no key names a client
+    assert verify(synced, first)["roles"] == ["analyst"]
+    # Same (now older) token: it no longer updates the owner, so only the sync can vouch
+    # for the stac role the new key carries.
+    second = create_key_with(synced, token, ["stac:read"])
+    wait_until(lambda: verify(synced, second)["roles"] == ["stac:read"], FAST,
+               "the new key's client role confirmed")
 
 
 def test_joined_group_appears_on_the_key(
@@ -381,8 +399,8 @@ def test_full_pass_repairs_a_change_no_event_delivered(
     throwaway.admin.set_realm_role(user.id, "editor", False)
     time.sleep(2)
     assert "editor" in verify(unsynced, key)["roles"]  # nothing has told apikm yet
-    # Events off: only the full pass can find the change (as when events were missed).
-    done = run_sync_once(unsynced, APIKM_SYNC_FOLLOW_EVENTS="false")
+    # The admin event of that change is never read: only the full pass can repair it.
+    done = run_sync_once(unsynced)
     assert done.returncode == 0, done.stderr
     assert "synced 1 owners" in done.stdout and "1 changed" in done.stdout
     wait_until(lambda: verify(unsynced, key)["roles"] == ["analyst"], 3, "editor gone")
