@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import secrets
 import statistics
 import tempfile
@@ -126,16 +127,17 @@ async def create_keys(database_url: str, peppers: str, data_dir: Path,
 async def time_full_passes(stack: keycloak.StackInfo, database_url: str,
                            concurrency: int) -> None:
     engine = create_engine(database_url)
-    async with httpx.AsyncClient(trust_env=False) as http:
-        admin = KeycloakAdmin(AdminCredentials(stack.base_url, stack.realm, "apikm", SECRET),
-                              http)
-        worker = SyncWorker(engine, admin, SyncConfig(concurrency=concurrency))
-        await admin.check_permissions()
-        for label in ("first pass (owners new to apikm)", "steady-state pass"):
-            report = await worker.full_pass()
-            print(f"full pass, {label}: {report.owners} owners in {report.seconds:.2f}s = "
-                  f"{report.owners / report.seconds:.0f} users/s (concurrency {concurrency}, "
-                  f"{report.changed} changed, {report.failed} failed)")
+    # The admin client as `apikm serve` builds it: its own pool, sized to the concurrency.
+    admin = KeycloakAdmin(AdminCredentials(stack.base_url, stack.realm, "apikm", SECRET),
+                          max_connections=concurrency)
+    worker = SyncWorker(engine, admin, SyncConfig(concurrency=concurrency))
+    await admin.check_permissions()
+    for label in ("first pass (owners new to apikm)", "steady-state pass"):
+        report = await worker.full_pass()
+        print(f"full pass, {label}: {report.owners} owners in {report.seconds:.2f}s = "
+              f"{report.owners / report.seconds:.0f} users/s (concurrency {concurrency}, "
+              f"{report.changed} changed, {report.failed} failed)")
+    await admin.aclose()
     await engine.dispose()
 
 
@@ -177,6 +179,8 @@ def measure_delays(stack: keycloak.StackInfo, database_url: str, peppers: str,
         for i in range(samples):
             label, change = changes[i % len(changes)]
             before = answer()
+            # Changes arrive at any moment, not just after a poll: no phase lock with it.
+            time.sleep(random.uniform(0, 1.5))
             change()
             changed_at = time.monotonic()
             while answer() == before:

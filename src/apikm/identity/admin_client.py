@@ -64,10 +64,16 @@ class AdminCredentials:
 
 
 class KeycloakAdmin:
-    def __init__(self, credentials: AdminCredentials, http: httpx.AsyncClient,
-                 timeout: float = 10.0) -> None:
+    def __init__(self, credentials: AdminCredentials, http: httpx.AsyncClient | None = None,
+                 timeout: float = 10.0, max_connections: int = 8) -> None:
         self._creds = credentials
-        self._http = http
+        # Its own small pool unless given one: httpcore checks every pooled connection on
+        # each request, so a pool no larger than the sync's concurrency is markedly faster.
+        self._owns_http = http is None
+        self._http = http or httpx.AsyncClient(
+            headers={"User-Agent": "apikm-sync"},
+            limits=httpx.Limits(max_connections=max_connections,
+                                max_keepalive_connections=max_connections))
         self._timeout = timeout
         realm = quote(credentials.realm, safe="")
         self._token_url = f"{credentials.base_url}/realms/{realm}/protocol/openid-connect/token"
@@ -82,6 +88,10 @@ class KeycloakAdmin:
     @property
     def realm(self) -> str:
         return self._creds.realm
+
+    async def aclose(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()
 
     # --- service-account token -----------------------------------------------------------
     async def _access_token(self) -> str:

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpx
 import structlog
 from prometheus_client import Counter, Gauge
 from sqlalchemy.exc import SQLAlchemyError
@@ -220,6 +219,7 @@ class SyncWorker:
         if self.health.state in ("leader", "failing"):
             with contextlib.suppress(*_RETRYABLE):
                 await store.release_lease(self._engine, LEASE_NAME, self.holder)
+        await self._admin.aclose()
         self.health.state = "stopped"
         SYNC_LEADER.set(0)
 
@@ -543,7 +543,7 @@ def sync_disabled_reason(settings: Settings) -> str | None:
     return None
 
 
-def worker_from_settings(settings: Settings, engine: AsyncEngine, http: httpx.AsyncClient,
+def worker_from_settings(settings: Settings, engine: AsyncEngine,
                          on_change: Callable[[], None]) -> SyncWorker | None:
     """The sync worker ``apikm serve`` runs, or None (``sync_disabled_reason`` says why)."""
     if sync_disabled_reason(settings) is not None or settings.oidc_client_secret is None:
@@ -551,7 +551,8 @@ def worker_from_settings(settings: Settings, engine: AsyncEngine, http: httpx.As
     admin = KeycloakAdmin(AdminCredentials(
         base_url=settings.effective_keycloak_admin_url, realm=settings.keycloak_realm,
         client_id=settings.oidc_client_id,
-        client_secret=settings.oidc_client_secret.get_secret_value()), http)
+        client_secret=settings.oidc_client_secret.get_secret_value()),
+        max_connections=settings.sync_concurrency)
     config = SyncConfig(
         full_pass_every=float(settings.keycloak_sync_freq),
         event_interval=settings.sync_event_interval,

@@ -6,7 +6,6 @@ import asyncio
 import signal
 from typing import Annotated, NoReturn
 
-import httpx
 import typer
 
 from apikm.config import ConfigError, Settings, get_settings
@@ -54,10 +53,9 @@ def sync_command(
 
 async def _run(settings: Settings, once: bool) -> PassReport | None:
     engine = create_engine(settings.effective_database_url)
-    http = httpx.AsyncClient(headers={"User-Agent": "apikm-sync"})
     # Other processes keep a short cache TTL, so there is nothing of theirs to clear here.
     worker = worker_from_settings(settings.model_copy(update={"sync_enabled": True}), engine,
-                                  http, on_change=lambda: None)
+                                  on_change=lambda: None)
     assert worker is not None  # the secret was checked above
     try:
         if once:
@@ -66,7 +64,6 @@ async def _run(settings: Settings, once: bool) -> PassReport | None:
         return None
     finally:
         await worker.stop()
-        await http.aclose()
         await engine.dispose()
 
 
