@@ -74,5 +74,5 @@ def build_context(settings: Settings) -> AppContext:
                           max_staleness=settings.max_staleness),
         usage=usage,
         addresses=ClientAddressResolver(settings.trusted_proxies),
-        sync=worker_from_settings(settings, engine, http, on_change=store.clear),
+        sync=worker_from_settings(settings, engine, on_change=store.clear),
     )
