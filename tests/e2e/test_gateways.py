@@ -1,5 +1,6 @@
-"""Debian's Caddy with ``forward_auth`` and deploy/caddy/Caddyfile in front of a static
-file server and an echo service, apikm deciding every request."""
+"""Debian's nginx (``auth_request``, deploy/nginx/apikm.conf) and Caddy (``forward_auth``,
+deploy/caddy/Caddyfile) in front of a static file server and an echo service, apikm deciding
+every request. Every test runs once through each gateway."""
 
 from __future__ import annotations
 
@@ -9,14 +10,15 @@ import pytest
 
 from tests.e2e.gateway_fixtures import gateway_setting
 from tests.support import gateway_checks as checks
-from tests.support.gateways import caddy_gateway
+from tests.support.gateways import caddy_gateway, nginx_gateway
 
 pytestmark = pytest.mark.integration
+GATEWAYS = {"nginx": nginx_gateway, "caddy": caddy_gateway}
 
 
-@pytest.fixture(scope="module")
-def setting() -> Iterator[checks.Setting]:
-    with gateway_setting(caddy_gateway) as prepared:
+@pytest.fixture(scope="module", params=sorted(GATEWAYS))
+def setting(request: pytest.FixtureRequest) -> Iterator[checks.Setting]:
+    with gateway_setting(GATEWAYS[request.param]) as prepared:
         yield prepared
 
 
