@@ -1,6 +1,6 @@
 """What every gateway in front of apikm must do, checked through the real gateway.
 
-Used by ``tests/e2e/test_nginx.py`` and ``tests/e2e/test_caddy.py`` with the configs from
+Used by ``tests/e2e/test_gateways.py`` (nginx and Caddy) with the configs from
 ``deploy/``: ``/maps/`` proxies to an echo service and needs ``geoserver:read`` (plus an
 upstream JWT), ``/data/`` serves files and needs ``analyst``.
 """
