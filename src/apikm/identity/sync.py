@@ -56,6 +56,7 @@ from apikm.identity.sync_rules import (
 log = structlog.get_logger(__name__)
 
 LEASE_NAME = "keycloak-sync"
+CONFIRM_BATCH = 200  # owners confirmed unchanged, written in one statement
 HEALTH_STATE = "health"
 
 SYNC_LAST_SUCCESS = Gauge("apikm_sync_last_success_timestamp_seconds",
@@ -191,6 +192,7 @@ class SyncWorker:
         self._locks = _KeyedLock()
         self._cursors: dict[str, EventCursor] = {}
         self._full_pass_wanted = asyncio.Event()
+        self._confirmations: list[tuple[str, datetime, datetime | None]] = []
         self._task: asyncio.Task[None] | None = None
         keycloak_streams = [
             _Stream("admin_events", admin.admin_events, admin_event),
@@ -399,10 +401,13 @@ class SyncWorker:
     async def full_pass(self) -> PassReport:
         """Re-read every owner of a live key from Keycloak."""
         started, started_at = time.monotonic(), utcnow()
-        grants = await store.live_owner_grants(self._engine)
-        changed, failed = await self._sync_many(grants, "full_pass", tolerate=True,
-                                                grants=grants)
-        report = PassReport(len(grants), changed, failed, time.monotonic() - started)
+        snapshot = await store.full_pass_snapshot(self._engine)
+        try:
+            changed, failed = await self._sync_many(snapshot, "full_pass", tolerate=True,
+                                                    snapshot=snapshot)
+        finally:
+            await self._flush_confirmations()
+        report = PassReport(len(snapshot), changed, failed, time.monotonic() - started)
         SYNC_FULL_PASS_SECONDS.set(report.seconds)
         SYNC_FULL_PASS_OWNERS.set(report.owners)
         self.health.last_full_pass_at = started_at
@@ -416,7 +421,8 @@ class SyncWorker:
         return report
 
     async def _sync_many(self, user_ids: Iterable[str], trigger: str, tolerate: bool = False,
-                         grants: Mapping[str, set[str]] | None = None) -> tuple[int, int]:
+                         snapshot: Mapping[str, store.OwnerSnapshot] | None = None
+                         ) -> tuple[int, int]:
         """Sync owners with bounded concurrency; returns (changed, failed).
 
         Keycloak being unreachable aborts at once (retry later, as a whole); other errors
@@ -431,8 +437,8 @@ class SyncWorker:
             while not queue.empty():
                 user_id = queue.get_nowait()
                 try:
-                    granted = grants.get(user_id) if grants is not None else None
-                    if await self.sync_owner(user_id, trigger, granted):
+                    known = snapshot.get(user_id) if snapshot is not None else None
+                    if await self.sync_owner(user_id, trigger, known):
                         counts["changed"] += 1
                 except (KeycloakUnavailable, KeycloakRefused):
                     raise
@@ -453,11 +459,13 @@ class SyncWorker:
         return counts["changed"], counts["failed"]
 
     async def sync_owner(self, user_id: str, trigger: str = "manual",
-                         granted: Iterable[str] | None = None) -> bool:
+                         known: store.OwnerSnapshot | None = None) -> bool:
         """Read one owner from Keycloak and apply it; True if anything changed.
 
-        ``granted``: the roles of the owner's live keys when the caller already read them.
+        ``known``: the full pass's snapshot of the owner; when Keycloak confirms it, only
+        the confirmation time is written, batched with other owners.
         """
+        granted: Iterable[str] | None = known.granted if known is not None else None
         async with self._locks.hold(user_id):
             for _attempt in range(3):
                 if granted is None:
@@ -465,12 +473,15 @@ class SyncWorker:
                 clients = clients_of(granted)
                 read_at = utcnow()
                 observed = await self._admin.user(user_id, clients)
+                SYNC_OWNER_READS.labels(trigger).inc()
+                if known is not None and known.confirmed_by(observed):
+                    await self._confirm(user_id, read_at, known.synced_at)
+                    return False
                 change = await store.reconcile_owner(self._engine, user_id, observed, clients,
                                                      read_at, self._config.grace)
                 if not change.retry:
                     break
-                granted = None  # a key with another client appeared: read it too
-        SYNC_OWNER_READS.labels(trigger).inc()
+                granted, known = None, None  # a key with another client appeared: reread
         for action, keys in (("suspend", change.suspended), ("reactivate", change.reactivated),
                              ("revoke", change.revoked)):
             if keys:
@@ -479,6 +490,16 @@ class SyncWorker:
         if change.changed:
             self._on_change()
         return change.changed
+
+    async def _confirm(self, user_id: str, read_at: datetime,
+                       known_synced_at: datetime | None) -> None:
+        self._confirmations.append((user_id, read_at, known_synced_at))
+        if len(self._confirmations) >= CONFIRM_BATCH:
+            await self._flush_confirmations()
+
+    async def _flush_confirmations(self) -> None:
+        batch, self._confirmations = self._confirmations, []
+        await store.confirm_owners(self._engine, batch)
 
     # --- one-shot (cron) -----------------------------------------------------------------
     async def run_once(self) -> PassReport:

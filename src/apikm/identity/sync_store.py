@@ -7,7 +7,7 @@ row really changed, so two syncers racing (a lease hand-over) cannot double-appl
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -80,16 +80,63 @@ def _live(now: datetime) -> sa.ColumnElement[bool]:
     return sa.and_(api_keys.c.status.in_(LIVE_STATUSES), api_keys.c.expires_at > now)
 
 
-async def live_owner_grants(engine: AsyncEngine) -> dict[str, set[str]]:
-    """Every owner of a live key, with the roles granted to their live keys: the full
-    pass's work list, read in one query."""
-    grants: dict[str, set[str]] = {}
+@dataclass(frozen=True)
+class OwnerSnapshot:
+    """An owner of live keys as the full pass finds them in the database at its start."""
+
+    granted: frozenset[str]  # roles granted to their live keys
+    key_statuses: frozenset[str]
+    enabled: bool | None  # None: no owner row yet
+    roles: frozenset[str]
+    groups: tuple[str, ...]
+    username: str | None
+    email: str | None
+    synced_at: datetime | None
+
+    def confirmed_by(self, observed: KeycloakUser | None) -> bool:
+        """Keycloak shows just what is stored and no key needs a change: only the owner's
+        confirmation time moves, which ``confirm_owners`` writes in bulk."""
+        return (observed is not None and observed.enabled and self.enabled is True
+                and "suspended" not in self.key_statuses and observed.roles == self.roles
+                and observed.groups == self.groups and observed.username == self.username
+                and observed.email == self.email)
+
+
+async def full_pass_snapshot(engine: AsyncEngine) -> dict[str, OwnerSnapshot]:
+    """Every owner of a live key with what is stored about them, in one query."""
+    query = (sa.select(api_keys.c.owner_id, api_keys.c.roles, api_keys.c.status,
+                       owners.c.enabled, owners.c.roles.label("owner_roles"), owners.c.groups,
+                       owners.c.username, owners.c.email, owners.c.synced_at)
+             .select_from(api_keys.outerjoin(owners, owners.c.user_id == api_keys.c.owner_id))
+             .where(_live(utcnow())).order_by(api_keys.c.owner_id))
+    granted: dict[str, set[str]] = {}
+    statuses: dict[str, set[str]] = {}
+    stored: dict[str, Any] = {}
     async with engine.connect() as conn:
-        rows = await conn.execute(sa.select(api_keys.c.owner_id, api_keys.c.roles)
-                                  .where(_live(utcnow())).order_by(api_keys.c.owner_id))
-        for row in rows:
-            grants.setdefault(row.owner_id, set()).update(str(r) for r in row.roles)
-    return grants
+        for row in await conn.execute(query):
+            granted.setdefault(row.owner_id, set()).update(str(r) for r in row.roles)
+            statuses.setdefault(row.owner_id, set()).add(row.status)
+            stored[row.owner_id] = row
+    return {owner_id: OwnerSnapshot(
+        granted=frozenset(granted[owner_id]), key_statuses=frozenset(statuses[owner_id]),
+        enabled=row.enabled, roles=frozenset(row.owner_roles or ()),
+        groups=tuple(row.groups or ()), username=row.username, email=row.email,
+        synced_at=row.synced_at) for owner_id, row in stored.items()}
+
+
+async def confirm_owners(engine: AsyncEngine,
+                         confirmations: Sequence[tuple[str, datetime, datetime | None]]) -> None:
+    """(user, read at, synced_at seen in the snapshot): move synced_at to the read time,
+    in one statement; a row changed since the snapshot is left alone (it is newer)."""
+    if not confirmations:
+        return
+    update = (sa.update(owners)
+              .where(owners.c.user_id == sa.bindparam("b_user"),
+                     owners.c.synced_at == sa.bindparam("b_known"))
+              .values(synced_at=sa.bindparam("b_read_at"), source="sync"))
+    async with engine.begin() as conn:
+        await conn.execute(update, [{"b_user": user_id, "b_known": known, "b_read_at": read_at}
+                                    for user_id, read_at, known in confirmations])
 
 
 async def with_live_keys(engine: AsyncEngine, user_ids: Iterable[str]) -> set[str]:
