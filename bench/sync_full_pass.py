@@ -11,13 +11,15 @@
    real token, then changes the user in Keycloak (disable/enable, remove/add a role) and
    measures how long until ``/v1/verify`` answers differently.
 
-    .venv/bin/python -m bench.sync_full_pass [--users 1000] [--concurrency 8] [--samples 10]
+    .venv/bin/python -m bench.sync_full_pass [--users 1000] [--concurrency 8] [--samples 12]
+                                             [--postgres]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
 import secrets
 import statistics
@@ -41,6 +43,7 @@ from apikm.migrations import upgrade
 from apikm.web.context import build_context
 from tests.support.apikm_server import apikm_server
 from tests.support.keycloak_tokens import admin_token, password_grant
+from tests.support.postgres import postgres_server
 
 PREFIX = "bench-sync-"
 GROUP = "bench-sync"
@@ -198,6 +201,8 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--samples", type=int, default=12)
+    parser.add_argument("--postgres", action="store_true",
+                        help="a throwaway PostgreSQL cluster instead of SQLite")
     options = parser.parse_args()
     stack = keycloak.up()
     ensure_sync_roles(stack.base_url, stack.realm, "apikm", admin_token(stack.base_url))
@@ -211,12 +216,22 @@ def main() -> None:
 
     users = asyncio.run(prepare())
     data_dir = Path(tempfile.mkdtemp(prefix="apikm-bench-sync-"))
-    database_url = f"sqlite+aiosqlite:///{data_dir / 'apikm.db'}"
+    with contextlib.ExitStack() as stack_of_servers:
+        if options.postgres:
+            database_url = stack_of_servers.enter_context(postgres_server())
+        else:
+            database_url = f"sqlite+aiosqlite:///{data_dir / 'apikm.db'}"
+        run(stack, options, users, database_url, data_dir)
+
+
+def run(stack: keycloak.StackInfo, options: argparse.Namespace, users: dict[str, str],
+        database_url: str, data_dir: Path) -> None:
     peppers = f"b1:{secrets.token_urlsafe(24)}"
     upgrade(database_url)
     started = time.monotonic()
     asyncio.run(create_keys(database_url, peppers, data_dir, users))
-    print(f"apikm keys: {len(users)} created in {time.monotonic() - started:.1f}s (SQLite)")
+    kind = "PostgreSQL" if database_url.startswith("postgresql") else "SQLite"
+    print(f"apikm keys: {len(users)} created in {time.monotonic() - started:.1f}s ({kind})")
     asyncio.run(time_full_passes(stack, database_url, options.concurrency))
     measure_delays(stack, database_url, peppers, users, options.samples)
 
