@@ -32,7 +32,9 @@ import httpx
 
 KEY_VARIABLE = "APIKM_API_KEY"
 URL_VARIABLE = "APIKM_URL"
-DEFAULT_HEADER = "X-API-Key"
+# Authorization, not X-API-Key: httpx and requests drop Authorization when a redirect leaves
+# the origin (e.g. to a presigned storage URL), but carry any custom header along.
+DEFAULT_HEADER = "Authorization"
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 - a URN
 API_KEY_TOKEN_TYPE = "urn:apikm:params:oauth:token-type:api-key"  # noqa: S105 - a URN
 
@@ -65,9 +67,10 @@ def _key_or_environment(key: str | None) -> str:
 
 
 class APIKeyAuth(httpx.Auth):
-    """Sends the key in a header (``X-API-Key`` by default) on every request.
+    """Sends the key on every request, as ``Authorization: Bearer <key>`` by default.
 
-    With ``header="Authorization"`` the key goes as ``Authorization: Bearer <key>``.
+    ``header="X-API-Key"`` (or any other name) sends the bare key in that header instead;
+    beware that clients forward custom headers on redirects to other hosts.
     """
 
     def __init__(self, key: str | None = None, header: str = DEFAULT_HEADER) -> None:

@@ -50,8 +50,8 @@ def test_api_key_auth_with_httpx_and_requests(short_tokens_apikm: ApikmServer, b
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     url = f"{short_tokens_apikm.url}/v1/auth"
     assert httpx.get(url, auth=APIKeyAuth(bob_key)).headers["X-Auth-User"] == "bob"
-    bearer = APIKeyAuth(bob_key, header="Authorization")
-    assert requests.get(url, auth=bearer, timeout=30).headers["X-Auth-User"] == "bob"
+    custom = APIKeyAuth(bob_key, header="X-API-Key")
+    assert requests.get(url, auth=custom, timeout=30).headers["X-Auth-User"] == "bob"
     monkeypatch.setenv("APIKM_API_KEY", bob_key)
     from_environment = APIKeyAuth()
     assert requests.get(url, auth=from_environment, timeout=30).status_code == 200
