@@ -12,29 +12,20 @@ reason, as the RFC asks; active keys carry the owner's identity and effective ro
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Sequence
 from typing import Any
 
+from apikm.networks import address_in, parse_networks
 from apikm.tokens.claims import split_roles
 from apikm.verify.verifier import Verification
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class IntrospectionNetworks:
     def __init__(self, cidrs: Sequence[str]) -> None:
-        self._networks: tuple[Network, ...] = tuple(
-            ipaddress.ip_network(cidr, strict=False) for cidr in cidrs)
+        self._networks = parse_networks(cidrs)
 
     def allows(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-            ip = ip.ipv4_mapped
-        return any(ip in network for network in self._networks)
+        return address_in(address, self._networks)
 
 
 def introspection_body(result: Verification, issuer: str) -> dict[str, Any]:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+from apikm.networks import IPNetwork, parse_networks
 
 
 @dataclass(frozen=True)
@@ -47,7 +46,7 @@ def record_from_row(row: Any) -> KeyRecord:
         status=row.status,
         expires_at=row.expires_at,
         granted_roles=frozenset(row.roles),
-        allowed_networks=tuple(ipaddress.ip_network(n) for n in row.allowed_networks),
+        allowed_networks=parse_networks(row.allowed_networks),
         meta=row.meta,
         rate_limit=row.rate_limit,
         secret_hash=row.secret_hash,

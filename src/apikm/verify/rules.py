@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from apikm.networks import address_in
 from apikm.verify.codes import Code
 from apikm.verify.record import KeyRecord
 
@@ -48,12 +48,4 @@ def decide(
 
 
 def ip_allowed(client_ip: str | None, record: KeyRecord) -> bool:
-    if not client_ip:
-        return False
-    try:
-        address = ipaddress.ip_address(client_ip)
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped  # "::ffff:10.1.2.3" is 10.1.2.3 for CIDR checks
-    return any(address in network for network in record.allowed_networks)
+    return address_in(client_ip, record.allowed_networks)

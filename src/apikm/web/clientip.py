@@ -3,28 +3,21 @@
 from __future__ import annotations
 
 import functools
-import ipaddress
 from collections.abc import Sequence
 
 from starlette.types import Scope
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+from apikm.networks import address_in, parse_address, parse_networks
 
 
 class ClientAddressResolver:
     def __init__(self, trusted_proxies: Sequence[str]) -> None:
-        self._trusted: tuple[Network, ...] = tuple(
-            ipaddress.ip_network(cidr, strict=False) for cidr in trusted_proxies
-        )
+        self._trusted = parse_networks(trusted_proxies)
         # Parsing addresses dominated the verify route's own cost; peers repeat, so remember.
         self.is_trusted = functools.lru_cache(maxsize=4096)(self._is_trusted)
 
     def _is_trusted(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in network for network in self._trusted)
+        return address_in(address, self._trusted)
 
     def resolve(self, scope: Scope) -> str:
         client = scope.get("client")
@@ -39,15 +32,11 @@ class ClientAddressResolver:
         for hop in reversed(hops):
             if not self.is_trusted(hop):
                 return hop if _is_ip(hop) else peer
+        if hops:  # every hop is one of our proxies: the first one is where it started
+            return hops[0] if _is_ip(hops[0]) else peer
         real_ip = headers.get(b"x-real-ip", b"").decode("latin-1").strip()
-        if real_ip and _is_ip(real_ip):
-            return real_ip
-        return hops[0] if hops and _is_ip(hops[0]) else peer
+        return real_ip if _is_ip(real_ip) else peer
 
 
 def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
+    return parse_address(text) is not None

@@ -29,3 +29,15 @@ def test_trusted_proxy_real_ip_and_fallbacks() -> None:
 
 def test_no_client_in_scope() -> None:
     assert RESOLVER.resolve({"client": None, "headers": []}) == ""
+
+
+def test_real_ip_cannot_override_a_fully_trusted_forwarded_chain() -> None:
+    # every hop is a trusted proxy: the chain's first entry is the client, not X-Real-IP
+    resolved = RESOLVER.resolve(scope("127.0.0.1", x_forwarded_for="10.0.0.5, 10.0.0.6",
+                                      x_real_ip="198.51.100.99"))
+    assert resolved == "10.0.0.5"
+
+
+def test_ipv4_mapped_peer_is_recognised_as_trusted() -> None:
+    resolved = RESOLVER.resolve(scope("::ffff:127.0.0.1", x_forwarded_for="198.51.100.3"))
+    assert resolved == "198.51.100.3"
