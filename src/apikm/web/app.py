@@ -51,7 +51,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin.router)
     ui.install(app, settings)  # the web UI under / (templates, static, sign-in)
     add_verify_to_openapi(app)
-    app.add_middleware(LimitBodySize, max_bytes=settings.max_body_bytes)
+    app.add_middleware(LimitBodySize, max_bytes=settings.max_body_bytes,
+                       exempt_prefixes=("/v1/auth",))
     if settings.access_log:
         app.add_middleware(AccessLog)
     return app

@@ -45,7 +45,6 @@ from apikm.web.context import AppContext
 
 log = structlog.get_logger(__name__)
 
-METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 MAX_ROLES = 100
 MAX_ROLE_LENGTH = 255
 MAX_KEY_LENGTH = 512

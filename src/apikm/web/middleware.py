@@ -28,12 +28,16 @@ async def _send_413(send: Send, limit: int) -> None:
 
 
 class LimitBodySize:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    """413 for bodies over the limit, except on ``exempt_prefixes``: forward auth never reads
+    the body, and a gateway may forward the Content-Length of an upload it protects."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, exempt_prefixes: tuple[str, ...] = ()):
         self.app = app
         self.max_bytes = max_bytes
+        self.exempt_prefixes = exempt_prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"].startswith(self.exempt_prefixes):
             await self.app(scope, receive, send)
             return
         for name, value in scope["headers"]:
