@@ -9,7 +9,7 @@ from apikm.db import JSONType, UTCDateTime, metadata
 owners = sa.Table(
     "owners",
     metadata,
-    sa.Column("user_id", sa.String(64), primary_key=True),  # Keycloak subject
+    sa.Column("user_id", sa.String(255), primary_key=True),  # Keycloak subject
     sa.Column("username", sa.String(255), nullable=False),
     sa.Column("email", sa.String(255)),
     sa.Column("enabled", sa.Boolean(), nullable=False, server_default=sa.true()),

@@ -98,7 +98,7 @@ class TokenValidator:
             registry.validate(claims)
         except JoseError as exc:
             raise InvalidToken(_claim_message(exc)) from None
-        if claims.get("typ", "Bearer") != "Bearer":
+        if claims.get("typ") != "Bearer":  # Keycloak marks access tokens; ID tokens are "ID"
             raise InvalidToken("not an access token")
         audience = claims.get("aud")
         audiences = audience if isinstance(audience, list) else [audience]

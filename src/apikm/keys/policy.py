@@ -95,7 +95,11 @@ def normalize_networks(networks: Iterable[str]) -> list[str]:
 
 
 def check_meta(meta: dict[str, Any], max_bytes: int) -> dict[str, Any]:
-    size = len(json.dumps(meta, separators=(",", ":"), ensure_ascii=False).encode())
+    try:  # NaN and Infinity are not JSON: PostgreSQL refuses them, SQLite cannot read them
+        text = json.dumps(meta, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        raise PolicyError("meta must not contain NaN or Infinity", field="meta") from None
+    size = len(text.encode())
     if size > max_bytes:
         raise PolicyError(
             f"meta is {size} bytes as JSON; the limit is {max_bytes}", field="meta"

@@ -269,8 +269,8 @@ class KeyService:
             row = await self._fetch(conn, key_id, owner_id, for_update=True)
             if row.status != "revoked":
                 await conn.execute(sa.update(api_keys).where(api_keys.c.id == key_id).values(
-                    status="revoked", revoked_at=now, revoked_by=actor.name,
-                    revoked_reason=reason or "revoked by " + actor.name,
+                    status="revoked", revoked_at=now, revoked_by=actor.name[:255],
+                    revoked_reason=(reason or "revoked by " + actor.name)[:255],
                     previous_secret_hash=None, previous_secret_expires_at=None, updated_at=now,
                 ))
                 await _audit(conn, "revoke", actor, key_id, row.owner_id,

@@ -85,7 +85,7 @@ class UsageRecorder:
                         )
                     )
                 await self._upsert_daily(connection, daily)
-        except Exception:
+        except BaseException:  # cancelled at shutdown included: stop() flushes what is kept
             self._merge_back(pending, daily)
             raise
         return len(pending)

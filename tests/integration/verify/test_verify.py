@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 
 from apikm.keys.format import generate_key
+from tests.support.apikm_server import ApikmServer, apikm_server
 
 pytestmark = pytest.mark.integration
 Clients = Callable[[str], httpx.Client]
@@ -128,3 +129,32 @@ def test_verify_never_echoes_the_key(anonymous: httpx.Client) -> None:
     key = generate_key("apikm").full
     response = anonymous.post("/v1/verify", json={"key": key, "required_roles": "x"})
     assert response.status_code == 400 and key not in response.text
+
+
+@pytest.fixture(scope="module")
+def untrusting(keycloak: object) -> Iterator[ApikmServer]:
+    """apikm that trusts no proxy: the tests' loopback address is an ordinary caller."""
+    from apikm.devstack.keycloak import StackInfo
+
+    assert isinstance(keycloak, StackInfo)
+    with apikm_server(None, keycloak.base_url, trusted_proxies="192.0.2.1/32",
+                      rate_limit="3/minute") as server:
+        yield server
+
+
+def test_untrusted_caller_cannot_claim_a_client_ip(untrusting: ApikmServer,
+                                                   keycloak: object) -> None:
+    from apikm.devstack.keycloak import StackInfo
+    from tests.support.keycloak_tokens import access_token
+
+    assert isinstance(keycloak, StackInfo)
+    owner = httpx.Client(base_url=untrusting.url, timeout=30, headers={
+        "Authorization": f"Bearer {access_token(keycloak.issuer, 'alice')}"})
+    key = create(owner, allowed_networks=["192.0.2.0/24"])["key"]
+    anyone = httpx.Client(base_url=untrusting.url, timeout=30)
+    # the key's network is claimed, but the caller is 127.0.0.1 and not a trusted proxy
+    assert check(anyone, key, client_ip="192.0.2.10")["code"] == "IP_NOT_ALLOWED"
+    # and failures count against the caller itself, whatever address it claims
+    for n in range(3):
+        check(anyone, generate_key("apikm").full, client_ip=f"198.51.100.{n}")
+    assert check(anyone, key, client_ip="198.51.100.99")["code"] == "RATE_LIMITED"

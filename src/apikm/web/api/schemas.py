@@ -5,7 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 
 from apikm.keys.service import KeyChanges, NewKey
 
@@ -16,7 +23,7 @@ def _printable(value: str) -> str:
     return value
 
 
-Name = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(str.strip),
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
                  AfterValidator(_printable), Field(examples=["gdal on my laptop"])]
 Description = Annotated[str, Field(max_length=1000)]
 Role = Annotated[str, Field(min_length=1, max_length=255, examples=["geoserver:read"])]

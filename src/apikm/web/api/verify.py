@@ -58,11 +58,13 @@ async def verify_endpoint(request: Request) -> Response:
     except BadVerifyRequest as exc:
         return error_response(400, "invalid_request", str(exc))
     caller = ctx.addresses.resolve(request.scope)
-    # A trusted gateway speaks for its clients: count failures per end client. Anyone else
-    # is counted by their own address, whatever client_ip they claim.
-    limiter_id = client_ip if client_ip and ctx.addresses.is_trusted(caller) else caller
+    # A trusted gateway speaks for its clients: their address is checked against the key's
+    # networks and counted by the failure limiter. Anyone else is judged by their own
+    # address, whatever client_ip they claim.
+    if not (client_ip and ctx.addresses.is_trusted(caller)):
+        client_ip = caller
     result = await ctx.verifier.verify(
-        key, client_ip=client_ip or caller, limiter_id=limiter_id, required_roles=required_roles
+        key, client_ip=client_ip, limiter_id=client_ip, required_roles=required_roles
     )
     headers = ({"Retry-After": str(result.retry_after)}
                if result.code is Code.RATE_LIMITED and result.retry_after else None)

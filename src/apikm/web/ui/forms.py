@@ -101,7 +101,7 @@ def _expiry(values: dict[str, Any], settings: Settings, now: datetime,
     latest = now + timedelta(hours=settings.max_apikey_ttl_hour)
     if choice == "default":
         return None
-    if choice.isdigit() and int(choice) in PRESET_DAYS:
+    if choice.isascii() and choice.isdigit() and int(choice) in PRESET_DAYS:
         expires = now + timedelta(days=int(choice))
     elif choice == "date":
         try:

@@ -167,7 +167,7 @@ async def rotate_key(request: Request, key_id: uuid.UUID, user: Posted, ctx: Ctx
     form = await request.form()
     allowed = {seconds for seconds, _label in _overlap_options(ctx)}
     raw = str(form.get("overlap") or "0")
-    overlap = int(raw) if raw.isdigit() and int(raw) in allowed else -1
+    overlap = int(raw) if raw.isascii() and raw.isdigit() and int(raw) in allowed else -1
     key = await ctx.keys.get(str(key_id), user.principal.user_id)
     if overlap < 0:
         return render(request, "key_rotate.html", user, 422, key=key,

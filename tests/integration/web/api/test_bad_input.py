@@ -118,3 +118,15 @@ def test_unknown_routes_and_methods_are_json(as_user: Clients) -> None:
     alice = as_user("alice")
     assert_client_error(alice.get("/v1/nothing-here"), 404)
     assert_client_error(alice.put("/v1/keys"), 405)
+
+
+@pytest.mark.parametrize("raw", [b'{"name": "n", "meta": {"x": NaN}}',
+                                 b'{"name": "n", "meta": {"x": [Infinity]}}'])
+def test_nan_in_meta_is_refused(as_user: Clients, raw: bytes) -> None:
+    body = assert_client_error(as_user("alice").post(
+        "/v1/keys", content=raw, headers={"content-type": "application/json"}), 422)
+    assert "NaN" in body["message"]
+
+
+def test_blank_name_is_refused(as_user: Clients) -> None:
+    assert_client_error(as_user("alice").post("/v1/keys", json={"name": "   "}), 422)
