@@ -35,6 +35,9 @@ class KeyStore:
         self._ttl = ttl_seconds
         self._max = max_entries
         self._cache: OrderedDict[str, tuple[float, KeyRecord]] = OrderedDict()
+        # Bumped by clear(): a lookup that started before a change must not cache what it
+        # read, or a just-revoked key could answer VALID for another TTL.
+        self._generation = 0
 
     async def find(self, hashes: Iterable[str]) -> tuple[str, KeyRecord] | None:
         """(matching hash, record) for the first hash that names a key, else None."""
@@ -46,8 +49,9 @@ class KeyStore:
                 KEY_LOOKUPS.labels("cache").inc()
                 return digest, hit[1]
         KEY_LOOKUPS.labels("database").inc()
+        generation = self._generation
         found = await self._query(candidates)
-        if found is not None and self._ttl > 0:
+        if found is not None and self._ttl > 0 and generation == self._generation:
             self._remember(found[0], found[1], now)
         return found
 
@@ -79,3 +83,4 @@ class KeyStore:
     def clear(self) -> None:
         """Forget everything: called after any change to keys or owners in this process."""
         self._cache.clear()
+        self._generation += 1
