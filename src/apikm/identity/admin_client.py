@@ -26,10 +26,14 @@ from urllib.parse import quote
 
 import httpx
 
+from apikm.identity.service_token import (
+    ServiceToken,
+    ServiceTokenRefused,
+    ServiceTokenUnavailable,
+)
 from apikm.identity.sync_rules import KeycloakUser
 
 REQUIRED_ROLES = ("view-users", "view-clients", "view-events")
-TOKEN_REFRESH_MARGIN_S = 30.0
 CLIENT_MAP_TTL_S = 300.0
 
 
@@ -78,9 +82,9 @@ class KeycloakAdmin:
         realm = quote(credentials.realm, safe="")
         self._token_url = f"{credentials.base_url}/realms/{realm}/protocol/openid-connect/token"
         self._api = f"{credentials.base_url}/admin/realms/{realm}"
-        self._token: str | None = None
-        self._token_expires = 0.0
-        self._token_lock = asyncio.Lock()
+        self._service_token = ServiceToken(self._http, self._token_url,
+                                           credentials.client_id, credentials.client_secret,
+                                           timeout)
         self._clients: dict[str, str] = {}  # clientId -> internal id
         self._clients_fetched = 0.0
         self._clients_lock = asyncio.Lock()
@@ -95,31 +99,13 @@ class KeycloakAdmin:
 
     # --- service-account token -----------------------------------------------------------
     async def _access_token(self) -> str:
-        if self._token and time.monotonic() < self._token_expires:
-            return self._token
-        async with self._token_lock:
-            if self._token and time.monotonic() < self._token_expires:
-                return self._token
-            data = {"grant_type": "client_credentials", "client_id": self._creds.client_id,
-                    "client_secret": self._creds.client_secret}
-            try:
-                response = await self._http.post(self._token_url, data=data,
-                                                 timeout=self._timeout)
-            except httpx.HTTPError as exc:
-                raise KeycloakUnavailable(f"Keycloak token endpoint unreachable: {exc!r}") \
-                    from None
-            if response.status_code >= 500:
-                raise KeycloakUnavailable(f"Keycloak token endpoint: HTTP {response.status_code}")
-            if response.status_code != 200:
-                raise KeycloakRefused(
-                    f"Keycloak refused the client credentials of '{self._creds.client_id}' "
-                    f"(HTTP {response.status_code}); check APIKM_OIDC_CLIENT_ID, "
-                    "APIKM_OIDC_CLIENT_SECRET and that its service account is enabled")
-            body = response.json()
-            self._token = str(body["access_token"])
-            lifetime = float(body.get("expires_in", 60))
-            self._token_expires = time.monotonic() + max(5.0, lifetime - TOKEN_REFRESH_MARGIN_S)
-            return self._token
+        try:
+            return await self._service_token.get()
+        except ServiceTokenUnavailable as exc:
+            raise KeycloakUnavailable(str(exc)) from None
+        except ServiceTokenRefused as exc:
+            raise KeycloakRefused(f"{exc}; check APIKM_OIDC_CLIENT_ID, APIKM_OIDC_CLIENT_SECRET "
+                                  "and that its service account is enabled") from None
 
     async def _get(self, path: str, params: Mapping[str, Any] | None = None) -> httpx.Response:
         """GET on the admin API; one retry with a fresh token after a 401."""
@@ -132,7 +118,7 @@ class KeycloakAdmin:
             except httpx.HTTPError as exc:
                 raise KeycloakUnavailable(f"Keycloak admin API unreachable: {exc!r}") from None
             if response.status_code == 401 and attempt == 1:
-                self._token = None  # revoked or expired early: get a new one
+                self._service_token.forget()  # revoked or expired early: get a new one
                 continue
             if response.status_code >= 500:
                 raise KeycloakUnavailable(f"GET {path.split('?')[0]}: HTTP "

@@ -18,11 +18,17 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import httpx
 import structlog
 
 from apikm.config import Settings
+from apikm.identity.service_token import (
+    ServiceToken,
+    ServiceTokenRefused,
+    ServiceTokenUnavailable,
+)
 from apikm.tokens.signing import SigningKeys
 from apikm.verify.record import KeyRecord
 
@@ -54,8 +60,12 @@ class KeycloakGrant:
         self._http = http
         self._keys = keys
         self._token_endpoint = f"{settings.issuer}/protocol/openid-connect/token"
-        self._admin_base = f"{settings.keycloak_url}/admin/realms/{settings.keycloak_realm}"
-        self._service_token: tuple[float, str] | None = None
+        self._admin_base = (f"{settings.effective_keycloak_admin_url}/admin/realms/"
+                            f"{quote(settings.keycloak_realm, safe='')}")
+        secret = settings.exchange_client_secret
+        self._service_token = ServiceToken(
+            http, self._token_endpoint, settings.exchange_client_id,
+            secret.get_secret_value(), 10.0) if secret else None
 
     def assertion(self, subject: str) -> str:
         now = int(time.time())
@@ -97,17 +107,13 @@ class KeycloakGrant:
             raise KeycloakGrantError("Keycloak is unreachable") from None
 
     async def _admin_token(self) -> str:
-        cached = self._service_token
-        if cached and cached[0] > time.monotonic():
-            return cached[1]
-        response = await self._post_as_client(self._token_endpoint,
-                                              {"grant_type": "client_credentials"})
-        if response.status_code != 200:
-            raise KeycloakGrantError("apikm's service account cannot sign in to Keycloak")
-        body = response.json()
-        lifetime = max(int(body.get("expires_in", 60)) - 30, 5)
-        self._service_token = (time.monotonic() + lifetime, str(body["access_token"]))
-        return self._service_token[1]
+        if self._service_token is None:
+            raise KeycloakGrantError("keycloak exchange mode needs APIKM_EXCHANGE_CLIENT_SECRET")
+        try:
+            return await self._service_token.get()
+        except (ServiceTokenUnavailable, ServiceTokenRefused):
+            raise KeycloakGrantError("apikm's service account cannot sign in to Keycloak") \
+                from None
 
     async def _link(self, record: KeyRecord) -> None:
         alias = self._settings.keycloak_idp_alias

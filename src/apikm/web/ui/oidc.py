@@ -23,6 +23,11 @@ from joserfc import jws, jwt
 from joserfc.errors import JoseError
 
 from apikm.config import Settings
+from apikm.identity.service_token import (
+    ServiceToken,
+    ServiceTokenRefused,
+    ServiceTokenUnavailable,
+)
 from apikm.identity.tokens import ALGORITHMS, InvalidToken, JwksCache
 
 log = structlog.get_logger(__name__)
@@ -88,7 +93,7 @@ class OidcClient:
         self._secret = secret.get_secret_value() if secret is not None else None
         self._metadata: ProviderMetadata | None = None
         self._fetched_at = 0.0
-        self._service_token: tuple[float, str] | None = None
+        self._service_token: ServiceToken | None = None
         if self._secret is None:
             log.warning("web UI sign-in is off: set APIKM_OIDC_CLIENT_SECRET")
 
@@ -171,23 +176,16 @@ class OidcClient:
 
     async def service_token(self, http: httpx.AsyncClient) -> str | None:
         """apikm's own service-account token (client credentials), or None if refused."""
-        cached = self._service_token
-        if cached is not None and cached[0] > time.monotonic():
-            return cached[1]
         if self._secret is None:
             return None
         try:
-            meta = await self.metadata(http)
-            response = await http.post(meta.token_endpoint, timeout=5.0, data={
-                "grant_type": "client_credentials", "client_id": self.client_id,
-                "client_secret": self._secret})
-            response.raise_for_status()
-            body = response.json()
-            token, lifetime = str(body["access_token"]), float(body.get("expires_in", 60))
-        except (SignInError, httpx.HTTPError, ValueError, KeyError, TypeError):
+            if self._service_token is None:
+                meta = await self.metadata(http)
+                self._service_token = ServiceToken(http, meta.token_endpoint, self.client_id,
+                                                   self._secret, timeout=5.0)
+            return await self._service_token.get()
+        except (SignInError, ServiceTokenUnavailable, ServiceTokenRefused):
             return None
-        self._service_token = (time.monotonic() + lifetime - 30, token)
-        return token
 
     async def validate_id_token(self, jwks: JwksCache, id_token: str,
                                 nonce: str) -> dict[str, Any]:
