@@ -23,7 +23,7 @@ from apikm.keys.format import generate_key, key_hint
 from apikm.keys.hashing import PepperRing
 from apikm.keys.tables import api_keys, audit_events, key_usage_daily
 
-STATUSES = ("active", "expired", "suspended", "revoked")
+STATUSES = ("active", "expired", "revoked", "suspended")  # as users filter their keys
 
 
 class KeyNotFound(LookupError):

@@ -47,7 +47,6 @@ log = structlog.get_logger(__name__)
 
 MAX_ROLES = 100
 MAX_ROLE_LENGTH = 255
-MAX_KEY_LENGTH = 512
 ROLES_HEADER = b"x-auth-require-roles"
 ORIGINAL_URI_HEADERS = (b"x-original-uri", b"x-forwarded-uri")
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
@@ -91,7 +90,7 @@ class ForwardAuth:
         if roles is None:
             return self._deny(403, "bad_roles", "too many or too long required roles")
         client_ip = ctx.addresses.resolve(request.scope)
-        result = await ctx.verifier.verify(key[: MAX_KEY_LENGTH + 1], client_ip=client_ip,
+        result = await ctx.verifier.verify(key, client_ip=client_ip,
                                            limiter_id=client_ip, required_roles=roles,
                                            endpoint="auth")
         if result.valid and result.record is not None:

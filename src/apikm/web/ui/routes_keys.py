@@ -13,7 +13,14 @@ from apikm.db import utcnow
 from apikm.identity.owners import remember_owner
 from apikm.identity.tables import owners
 from apikm.keys.policy import PolicyError
-from apikm.keys.service import Actor, CreatedKey, KeyChanges, KeyLimitReached, list_audit
+from apikm.keys.service import (
+    STATUSES,
+    Actor,
+    CreatedKey,
+    KeyChanges,
+    KeyLimitReached,
+    list_audit,
+)
 from apikm.web.context import AppContext
 from apikm.web.ui.auth import Ctx, FreshUser, Ui, UiUser, User
 from apikm.web.ui.csrf import check_csrf
@@ -23,7 +30,7 @@ from apikm.web.ui.views import key_state, lost_roles, usage_chart
 
 router = APIRouter(route_class=UiRoute, include_in_schema=False)
 PAGE_SIZE = 50
-STATUS_FILTERS = ("all", "active", "expired", "revoked", "suspended")
+STATUS_FILTERS = ("all", *STATUSES)
 # The auth class of apikm.client that reads APIKM_API_KEY, shown in the Python snippet.
 PYTHON_AUTH = "APIKeyAuth"
 DONE_MESSAGES = {
