@@ -184,6 +184,26 @@ def keys_list(
                    f"{row['owner_id']:<36}  {row['name']}")
 
 
+@keys_app.command("peppers")
+def keys_peppers() -> None:
+    """How many unrevoked keys each pepper hashes: retire a pepper once it is down to 0.
+
+    Keys move to the current pepper by themselves the next time they are used."""
+    from apikm.keys.service import count_by_pepper
+
+    settings = _settings()
+
+    async def run() -> dict[str, int]:
+        ctx = _key_service(settings)
+        try:
+            return await count_by_pepper(ctx.engine)
+        finally:
+            await ctx.close()
+
+    for pepper_id, count in sorted(asyncio.run(run()).items()):
+        typer.echo(f"{pepper_id:<20} {count}")
+
+
 @keys_app.command("revoke")
 def keys_revoke(
     key_id: str,

@@ -359,3 +359,17 @@ async def list_audit(engine: AsyncEngine, *, key_id: str | None = None,
     async with engine.connect() as conn:
         rows = (await conn.execute(query.limit(limit).offset(offset))).all()
     return [dict(row._mapping) for row in rows]
+
+
+async def count_by_pepper(engine: AsyncEngine) -> dict[str, int]:
+    """Unrevoked keys per pepper id, the previous secrets of rotations included."""
+    counts: dict[str, int] = {}
+    async with engine.connect() as conn:
+        for column in (api_keys.c.pepper_id, api_keys.c.previous_pepper_id):
+            rows = await conn.execute(
+                sa.select(column, sa.func.count())
+                .where(api_keys.c.status != "revoked", column.is_not(None))
+                .group_by(column))
+            for pepper_id, count in rows:
+                counts[pepper_id] = counts.get(pepper_id, 0) + count
+    return counts

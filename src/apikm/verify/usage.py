@@ -35,6 +35,7 @@ class UsageRecorder:
         self._interval = interval
         self._pending: dict[str, _Usage] = {}
         self._daily: dict[tuple[str, dt.date], int] = {}
+        self._rehash: dict[str, tuple[str, str, str]] = {}  # key id -> old, new hash, pepper
         self._task: asyncio.Task[None] | None = None
 
     def record(self, key_id: str, at: dt.datetime, client_ip: str | None) -> None:
@@ -47,6 +48,9 @@ class UsageRecorder:
             usage.last_used_ip = client_ip or usage.last_used_ip
         day_key = (key_id, at.date())
         self._daily[day_key] = self._daily.get(day_key, 0) + 1
+
+    def rehash(self, key_id: str, old_hash: str, new_hash: str, pepper_id: str) -> None:
+        self._rehash[key_id] = (old_hash, new_hash, pepper_id)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="usage-flush")
@@ -68,12 +72,13 @@ class UsageRecorder:
 
     async def flush(self) -> int:
         """Write what was counted; returns the number of keys written."""
-        pending, daily = self._pending, self._daily
-        if not pending:
+        pending, daily, rehash = self._pending, self._daily, self._rehash
+        if not pending and not rehash:
             return 0
-        self._pending, self._daily = {}, {}
+        self._pending, self._daily, self._rehash = {}, {}, {}
         try:
             async with self._engine.begin() as connection:
+                await self._apply_rehash(connection, rehash)
                 for key_id, usage in pending.items():
                     await connection.execute(
                         sa.update(api_keys)
@@ -84,11 +89,23 @@ class UsageRecorder:
                             last_used_ip=usage.last_used_ip,
                         )
                     )
-                await self._upsert_daily(connection, daily)
+                if daily:
+                    await self._upsert_daily(connection, daily)
         except BaseException:  # cancelled at shutdown included: stop() flushes what is kept
             self._merge_back(pending, daily)
+            self._rehash = {**rehash, **self._rehash}
             raise
         return len(pending)
+
+    async def _apply_rehash(self, connection: AsyncConnection,
+                            rehash: dict[str, tuple[str, str, str]]) -> None:
+        for key_id, (old_hash, new_hash, pepper_id) in rehash.items():
+            # Only if the key still has that secret: a rotation in between wins.
+            await connection.execute(
+                sa.update(api_keys)
+                .where(api_keys.c.id == key_id, api_keys.c.secret_hash == old_hash)
+                .values(secret_hash=new_hash, pepper_id=pepper_id)
+            )
 
     async def _upsert_daily(self, connection: AsyncConnection,
                             daily: dict[tuple[str, dt.date], int]) -> None:

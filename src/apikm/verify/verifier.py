@@ -103,7 +103,8 @@ class Verifier:
             retry = await self.limiter.failure_retry_after(limiter_id)
             return Verification(Code.RATE_LIMITED, retry_after=retry)
         parsed = parse_key(key, self.prefix)
-        found = await self.store.find(self.peppers.candidates(key)) if parsed else None
+        candidates = self.peppers.candidates(key) if parsed else {}
+        found = await self.store.find(candidates) if parsed else None
         if parsed is None or found is None:
             return await self._fail(Code.MALFORMED if parsed is None else Code.NOT_FOUND,
                                     limiter_id)
@@ -118,6 +119,13 @@ class Verifier:
                 return Verification(Code.RATE_LIMITED, record=record, reason="key rate limit")
         if decision.code is Code.VALID:
             self.usage.record(record.id, now, client_ip)
+            if (presented_hash == record.secret_hash
+                    and candidates[presented_hash] != self.peppers.current_id):
+                # Hashed with a retired pepper: move it to the current one while we hold the
+                # key, so the old pepper can be removed once no key uses it.
+                current_hash = next(iter(candidates))
+                self.usage.rehash(record.id, presented_hash, current_hash,
+                                  self.peppers.current_id)
         return Verification(decision.code, record, decision.missing_roles, decision.reason)
 
     async def _fail(self, code: Code, limiter_id: str) -> Verification:
