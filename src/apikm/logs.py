@@ -65,3 +65,5 @@ def configure_logging(level: str = "INFO", json_output: bool = False,
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # httpx logs every request at INFO; the sync polls Keycloak every second.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
