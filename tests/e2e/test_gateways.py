@@ -42,3 +42,22 @@ def test_static_file_with_ranges(setting: checks.Setting) -> None:
 
 def test_failure_limit_reaches_the_client_as_429(setting: checks.Setting) -> None:
     checks.check_failure_limit_gives_429(setting)
+
+
+def test_nginx_keeps_a_query_key_out_of_the_upstream_url(nginx: checks.Setting) -> None:
+    key = nginx.alice_key
+    for query in ({"apikey": key}, {"layer": "dem", "apikey": key, "format": "png"},
+                  {"apikey": key, "format": "png"}):
+        with checks.fresh_client(nginx) as client:
+            response = client.get("/maps/wms", params=query)
+        assert response.status_code == 200, response.text
+        path = response.json()["path"]
+        assert key not in path and "apikey" not in path
+        assert all(f"{name}={value}" in path for name, value in query.items()
+                   if name != "apikey")
+
+
+@pytest.fixture(scope="module")
+def nginx() -> Iterator[checks.Setting]:
+    with gateway_setting(nginx_gateway) as prepared:
+        yield prepared
