@@ -12,15 +12,11 @@ ratio. wrk sends its requests from loopback, so nothing here leaves the machine.
 from __future__ import annotations
 
 import argparse
-import re
-import shutil
-import subprocess
-import tempfile
-from pathlib import Path
 
 import httpx
 
 from apikm.devstack import keycloak
+from bench.wrk import require_wrk, run_wrk
 from tests.support.apikm_server import apikm_server
 from tests.support.echo import echo_server
 from tests.support.gateways import nginx_gateway
@@ -31,24 +27,12 @@ WRK_HEADER = 'wrk.headers["X-API-Key"] = "{key}"\n'
 
 
 def wrk(url: str, seconds: int, connections: int, key: str | None = None) -> float:
-    args = ["wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds}s", "--latency"]
-    script = None
-    if key is not None:
-        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
-            handle.write(WRK_HEADER.format(key=key))
-        script = Path(handle.name)
-        args += ["-s", str(script)]
-    try:
-        output = subprocess.run([*args, url], check=True, capture_output=True, text=True).stdout
-    finally:
-        if script is not None:
-            script.unlink()
-    rate = float(m.group(1)) if (m := re.search(r"Requests/sec:\s+([\d.]+)", output)) else 0.0
-    p99 = m.group(1) if (m := re.search(r"99%\s+(\S+)", output)) else "?"
-    non_2xx = m.group(1) if (m := re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)) else "0"
+    lua = WRK_HEADER.format(key=key) if key is not None else None
+    result = run_wrk(url, seconds, connections, threads=2, lua=lua)
     label = "with apikm" if key else "no auth   "
-    print(f"  {label} {url:<44} {rate:>9.0f} req/s   p99 {p99:>8}   non-2xx {non_2xx}")
-    return rate
+    print(f"  {label} {url:<44} {result.rate:>9.0f} req/s   p99 {result.p99:>8}   "
+          f"non-2xx {result.non_2xx}")
+    return result.rate
 
 
 def main() -> None:
@@ -56,8 +40,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     options = parser.parse_args()
-    if not shutil.which("wrk"):
-        raise SystemExit("wrk is needed: apt-get install wrk")
+    require_wrk()
     stack = keycloak.up()
     # The same file at a location without auth, in the same nginx.
     public = "    location = /public/dem.tif { alias {srv}/data/dem.tif; }"

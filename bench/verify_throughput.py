@@ -12,15 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-import shutil
-import subprocess
-import tempfile
-from pathlib import Path
 
 import httpx
 
 from apikm.devstack import keycloak
+from bench.wrk import require_wrk, run_wrk
 from tests.support.apikm_server import apikm_server
 from tests.support.keycloak_tokens import access_token
 
@@ -32,19 +28,10 @@ wrk.headers["Content-Type"] = "application/json"
 
 
 def wrk(url: str, seconds: int, connections: int, body: str | None = None) -> float:
-    args = ["wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds}s", "--latency"]
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        if body is not None:
-            script.write(WRK_POST.format(body=json.dumps(body)))
-    if body is not None:
-        args += ["-s", script.name]
-    output = subprocess.run([*args, url], check=True, capture_output=True, text=True).stdout
-    Path(script.name).unlink()
-    match = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    p99 = re.search(r"99%\s+(\S+)", output)
-    rate = float(match.group(1)) if match else 0.0
-    print(f"  {url:<40} {rate:>9.0f} req/s   p99 {p99.group(1) if p99 else '?'}")
-    return rate
+    lua = WRK_POST.format(body=json.dumps(body)) if body is not None else None
+    result = run_wrk(url, seconds, connections, lua=lua)
+    print(f"  {url:<40} {result.rate:>9.0f} req/s   p99 {result.p99}")
+    return result.rate
 
 
 def main() -> None:
@@ -52,8 +39,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     options = parser.parse_args()
-    if not shutil.which("wrk"):
-        raise SystemExit("wrk is needed: apt-get install wrk")
+    require_wrk()
     stack = keycloak.up()
     # Failures must not trip the limiter while we measure the malformed path.
     with apikm_server(None, stack.base_url, rate_limit="100000000/minute",
