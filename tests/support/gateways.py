@@ -71,6 +71,20 @@ def _wait_gateway(url: str, process: subprocess.Popen[bytes], log: Path) -> None
 
 
 @contextmanager
+def _running(process: subprocess.Popen[bytes], port: int, log: Path, work: Path,
+             srv: Path) -> Iterator[Gateway]:
+    """Wait for a started gateway, hand it out, then stop it and remove its files."""
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_gateway(url, process, log)
+        yield Gateway(url, srv, log)
+    finally:
+        _stop(process)
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(srv, ignore_errors=True)
+
+
+@contextmanager
 def nginx_gateway(apikm_url: str, upstream_url: str, extra: str = "") -> Iterator[Gateway]:
     """nginx with deploy/nginx/apikm.conf; ``extra`` is added to its server block, with
     ``{srv}`` standing for the served tree."""
@@ -105,14 +119,8 @@ http {{
     process = subprocess.Popen(["nginx", "-c", str(work / "nginx.conf"), "-p", str(work),
                                 "-e", str(log)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_gateway(url, process, log)
-        yield Gateway(url, srv, log)
-    finally:
-        _stop(process)
-        shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(srv, ignore_errors=True)
+    with _running(process, port, log, work, srv) as gateway:
+        yield gateway
 
 
 @contextmanager
@@ -134,14 +142,8 @@ def caddy_gateway(apikm_url: str, upstream_url: str) -> Iterator[Gateway]:
         process = subprocess.Popen(["caddy", "run", "--config", str(work / "Caddyfile"),
                                     "--adapter", "caddyfile"], env=env, cwd=work,
                                    stdout=output, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_gateway(url, process, log)
-        yield Gateway(url, srv, log)
-    finally:
-        _stop(process)
-        shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(srv, ignore_errors=True)
+    with _running(process, port, log, work, srv) as gateway:
+        yield gateway
 
 
 def client_from(address: str, base_url: str) -> httpx.Client:

@@ -13,6 +13,7 @@ import pytest
 
 from apikm.keys.format import generate_key
 from tests.support.apikm_server import ApikmServer, apikm_server
+from tests.support.keys import new_key, verify_key
 
 pytestmark = pytest.mark.integration
 Clients = Callable[[str], httpx.Client]
@@ -22,20 +23,6 @@ def unique_ip() -> str:
     """A client address of its own per test, so failure counts never mix between tests."""
     raw = uuid.uuid4().int
     return f"10.{raw % 250}.{(raw >> 8) % 250}.{(raw >> 16) % 250 + 1}"
-
-
-def create(client: httpx.Client, **fields: object) -> dict[str, object]:
-    response = client.post("/v1/keys", json={"name": "v", "roles": ["analyst"], **fields})
-    assert response.status_code == 201, response.text
-    body: dict[str, object] = response.json()
-    return body
-
-
-def check(client: httpx.Client, key: object, **fields: object) -> dict[str, object]:
-    response = client.post("/v1/verify", json={"key": key, **fields})
-    assert response.status_code == 200, response.text
-    body: dict[str, object] = response.json()
-    return body
 
 
 def database_lookups(client: httpx.Client) -> float:
@@ -49,44 +36,44 @@ def test_malformed_and_bad_checksum_are_refused_without_lookup(anonymous: httpx.
     bad_checksum = good[:-1] + ("A" if good[-1] != "A" else "B")
     before = database_lookups(anonymous)
     for key in ("", "hello", bad_checksum, good.replace("apikm_", "other_"), "apikm_" + "é" * 42):
-        answer = check(anonymous, key, client_ip=unique_ip())
+        answer = verify_key(anonymous, key, client_ip=unique_ip())
         assert answer == {"valid": False, "code": "MALFORMED", "message": answer["message"]}
     assert database_lookups(anonymous) == before
 
 
 def test_unknown_well_formed_key_is_not_found(anonymous: httpx.Client) -> None:
     before = database_lookups(anonymous)
-    assert check(anonymous, generate_key("apikm").full, client_ip=unique_ip())["code"] == \
+    assert verify_key(anonymous, generate_key("apikm").full, client_ip=unique_ip())["code"] == \
         "NOT_FOUND"
     assert database_lookups(anonymous) == before + 1
 
 
 def test_expired_key(as_user: Clients, anonymous: httpx.Client) -> None:
     soon = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()
-    key = create(as_user("alice"), expires_at=soon)["key"]
+    key = new_key(as_user("alice"), expires_at=soon)["key"]
     ip = unique_ip()
-    assert check(anonymous, key, client_ip=ip)["code"] == "VALID"
+    assert verify_key(anonymous, key, client_ip=ip)["code"] == "VALID"
     time.sleep(2.2)
-    assert check(anonymous, key, client_ip=ip)["code"] == "EXPIRED"
+    assert verify_key(anonymous, key, client_ip=ip)["code"] == "EXPIRED"
     listed = as_user("alice").get("/v1/keys", params={"status": "expired"}).json()
     assert any(k["public_id"] == str(key)[6:14] for k in listed)
 
 
 def test_network_restriction_ipv4_and_ipv6(as_user: Clients, anonymous: httpx.Client) -> None:
-    key = create(as_user("alice"), allowed_networks=["192.0.2.0/24", "2001:db8::/32"])["key"]
-    assert check(anonymous, key, client_ip="192.0.2.77")["code"] == "VALID"
-    assert check(anonymous, key, client_ip="2001:db8:1::5")["code"] == "VALID"
-    assert check(anonymous, key, client_ip="::ffff:192.0.2.8")["code"] == "VALID"
-    assert check(anonymous, key, client_ip="198.51.100.1")["code"] == "IP_NOT_ALLOWED"
+    key = new_key(as_user("alice"), allowed_networks=["192.0.2.0/24", "2001:db8::/32"])["key"]
+    assert verify_key(anonymous, key, client_ip="192.0.2.77")["code"] == "VALID"
+    assert verify_key(anonymous, key, client_ip="2001:db8:1::5")["code"] == "VALID"
+    assert verify_key(anonymous, key, client_ip="::ffff:192.0.2.8")["code"] == "VALID"
+    assert verify_key(anonymous, key, client_ip="198.51.100.1")["code"] == "IP_NOT_ALLOWED"
     # without client_ip the caller's own address (loopback here) is what counts
-    assert check(anonymous, key)["code"] == "IP_NOT_ALLOWED"
+    assert verify_key(anonymous, key)["code"] == "IP_NOT_ALLOWED"
 
 
 def test_required_roles(as_user: Clients, anonymous: httpx.Client) -> None:
-    key = create(as_user("alice"), roles=["analyst", "geoserver:read"])["key"]
+    key = new_key(as_user("alice"), roles=["analyst", "geoserver:read"])["key"]
     ip = unique_ip()
-    assert check(anonymous, key, required_roles=["geoserver:read"], client_ip=ip)["valid"]
-    answer = check(anonymous, key, required_roles=["geoserver:read", "geoserver:write"],
+    assert verify_key(anonymous, key, required_roles=["geoserver:read"], client_ip=ip)["valid"]
+    answer = verify_key(anonymous, key, required_roles=["geoserver:read", "geoserver:write"],
                    client_ip=ip)
     assert answer["code"] == "INSUFFICIENT_ROLES" and answer["valid"] is False
     assert answer["missing_roles"] == ["geoserver:write"]
@@ -94,21 +81,21 @@ def test_required_roles(as_user: Clients, anonymous: httpx.Client) -> None:
 
 def test_failure_limiter_trips_per_client_address(as_user: Clients,
                                                   anonymous: httpx.Client) -> None:
-    good = create(as_user("alice"))["key"]
+    good = new_key(as_user("alice"))["key"]
     attacker, bystander = unique_ip(), unique_ip()
     for _ in range(10):  # APIKM_RATE_LIMIT=10/minute in these tests
-        assert check(anonymous, generate_key("apikm").full, client_ip=attacker)["code"] == \
+        assert verify_key(anonymous, generate_key("apikm").full, client_ip=attacker)["code"] == \
             "NOT_FOUND"
     limited = anonymous.post("/v1/verify", json={"key": good, "client_ip": attacker})
     assert limited.json()["code"] == "RATE_LIMITED" and int(limited.headers["retry-after"]) > 0
     # even a good key is refused from the blocked address; another address is unaffected
-    assert check(anonymous, good, client_ip=bystander)["code"] == "VALID"
+    assert verify_key(anonymous, good, client_ip=bystander)["code"] == "VALID"
 
 
 def test_per_key_rate_limit(as_user: Clients, anonymous: httpx.Client) -> None:
-    key = create(as_user("alice"), rate_limit="3/minute")["key"]
+    key = new_key(as_user("alice"), rate_limit="3/minute")["key"]
     ip = unique_ip()
-    codes = [check(anonymous, key, client_ip=ip)["code"] for _ in range(4)]
+    codes = [verify_key(anonymous, key, client_ip=ip)["code"] for _ in range(4)]
     assert codes == ["VALID", "VALID", "VALID", "RATE_LIMITED"]
 
 
@@ -150,11 +137,11 @@ def test_untrusted_caller_cannot_claim_a_client_ip(untrusting: ApikmServer,
     assert isinstance(keycloak, StackInfo)
     owner = httpx.Client(base_url=untrusting.url, timeout=30, headers={
         "Authorization": f"Bearer {access_token(keycloak.issuer, 'alice')}"})
-    key = create(owner, allowed_networks=["192.0.2.0/24"])["key"]
+    key = new_key(owner, allowed_networks=["192.0.2.0/24"])["key"]
     anyone = httpx.Client(base_url=untrusting.url, timeout=30)
     # the key's network is claimed, but the caller is 127.0.0.1 and not a trusted proxy
-    assert check(anyone, key, client_ip="192.0.2.10")["code"] == "IP_NOT_ALLOWED"
+    assert verify_key(anyone, key, client_ip="192.0.2.10")["code"] == "IP_NOT_ALLOWED"
     # and failures count against the caller itself, whatever address it claims
     for n in range(3):
-        check(anyone, generate_key("apikm").full, client_ip=f"198.51.100.{n}")
-    assert check(anyone, key, client_ip="198.51.100.99")["code"] == "RATE_LIMITED"
+        verify_key(anyone, generate_key("apikm").full, client_ip=f"198.51.100.{n}")
+    assert verify_key(anyone, key, client_ip="198.51.100.99")["code"] == "RATE_LIMITED"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -9,23 +10,10 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from tests.support.keys import new_key, verify_key
+
 pytestmark = pytest.mark.integration
 Clients = Callable[[str], httpx.Client]
-
-
-def new_key(client: httpx.Client, **fields: object) -> dict[str, object]:
-    body = {"name": f"test {uuid.uuid4().hex[:6]}", "roles": ["analyst"], **fields}
-    response = client.post("/v1/keys", json=body)
-    assert response.status_code == 201, response.text
-    result: dict[str, object] = response.json()
-    return result
-
-
-def verify(client: httpx.Client, key: object, **fields: object) -> dict[str, object]:
-    response = client.post("/v1/verify", json={"key": key, **fields})
-    assert response.status_code == 200, response.text
-    result: dict[str, object] = response.json()
-    return result
 
 
 def test_whole_lifecycle(as_user: Clients, anonymous: httpx.Client) -> None:
@@ -43,21 +31,21 @@ def test_whole_lifecycle(as_user: Clients, anonymous: httpx.Client) -> None:
     assert key not in alice.get("/v1/keys").text
     assert key_id in [k["id"] for k in alice.get("/v1/keys").json()]
 
-    answer = verify(anonymous, key, required_roles=["geoserver:read"], client_ip="127.0.0.5")
+    answer = verify_key(anonymous, key, required_roles=["geoserver:read"], client_ip="127.0.0.5")
     assert answer["valid"] is True and answer["code"] == "VALID"
-    assert answer["user"]["username"] == "alice"  # type: ignore[index]
-    assert answer["user"]["email"] == "alice@example.org"  # type: ignore[index]
+    assert answer["user"]["username"] == "alice"
+    assert answer["user"]["email"] == "alice@example.org"
     assert answer["roles"] == ["analyst", "geoserver:read"]
     assert answer["meta"] == {"project": "ndvi", "tier": 2} and answer["key_id"] == key_id
 
     updated = alice.patch(f"/v1/keys/{key_id}", json={"name": "renamed", "roles": ["analyst"]})
     assert updated.status_code == 200 and updated.json()["name"] == "renamed"
-    assert verify(anonymous, key, required_roles=["geoserver:read"],
+    assert verify_key(anonymous, key, required_roles=["geoserver:read"],
                   client_ip="127.0.0.5")["code"] == "INSUFFICIENT_ROLES"
 
     revoked = alice.delete(f"/v1/keys/{key_id}")
     assert revoked.status_code == 200 and revoked.json()["status"] == "revoked"
-    assert verify(anonymous, key, client_ip="127.0.0.5")["code"] == "REVOKED"
+    assert verify_key(anonymous, key, client_ip="127.0.0.5")["code"] == "REVOKED"
     assert key_id in [k["id"] for k in alice.get("/v1/keys?status=revoked").json()]
     assert key_id not in [k["id"] for k in alice.get("/v1/keys?status=active").json()]
 
@@ -70,7 +58,7 @@ def test_usage_is_counted_in_batches(as_user: Clients, anonymous: httpx.Client) 
     alice = as_user("alice")
     created = new_key(alice)
     for _ in range(3):
-        assert verify(anonymous, created["key"], client_ip="10.9.8.7")["valid"] is True
+        assert verify_key(anonymous, created["key"], client_ip="10.9.8.7")["valid"] is True
     deadline = datetime.now(UTC) + timedelta(seconds=10)
     while datetime.now(UTC) < deadline:
         read = alice.get(f"/v1/keys/{created['id']}").json()
@@ -143,25 +131,23 @@ def test_rotation_with_overlap_keeps_old_secret_for_a_while(
     assert rotated.status_code == 200
     new_secret = rotated.json()["key"]
     assert new_secret != created["key"] and rotated.json()["public_id"] == created["public_id"]
-    assert verify(anonymous, new_secret, client_ip="10.0.0.1")["code"] == "VALID"
-    assert verify(anonymous, created["key"], client_ip="10.0.0.1")["code"] == "VALID"
-    import time
-
+    assert verify_key(anonymous, new_secret, client_ip="10.0.0.1")["code"] == "VALID"
+    assert verify_key(anonymous, created["key"], client_ip="10.0.0.1")["code"] == "VALID"
     time.sleep(2.5)
-    old = verify(anonymous, created["key"], client_ip="10.0.0.1")
+    old = verify_key(anonymous, created["key"], client_ip="10.0.0.1")
     assert old["code"] == "REVOKED" and old["reason"] == "rotated"
-    assert verify(anonymous, new_secret, client_ip="10.0.0.1")["code"] == "VALID"
+    assert verify_key(anonymous, new_secret, client_ip="10.0.0.1")["code"] == "VALID"
 
 
 def test_rotation_without_overlap_kills_old_secret_at_once(
         as_user: Clients, anonymous: httpx.Client) -> None:
     alice = as_user("alice")
     created = new_key(alice)
-    assert verify(anonymous, created["key"], client_ip="10.0.0.2")["valid"]  # now cached
+    assert verify_key(anonymous, created["key"], client_ip="10.0.0.2")["valid"]  # now cached
     new_secret = alice.post(f"/v1/keys/{created['id']}/rotate").json()["key"]
     # the old hash is dropped at once (and the verification cache cleared): unknown now
-    assert verify(anonymous, created["key"], client_ip="10.0.0.2")["code"] == "NOT_FOUND"
-    assert verify(anonymous, new_secret, client_ip="10.0.0.2")["code"] == "VALID"
+    assert verify_key(anonymous, created["key"], client_ip="10.0.0.2")["code"] == "NOT_FOUND"
+    assert verify_key(anonymous, new_secret, client_ip="10.0.0.2")["code"] == "VALID"
 
 
 def test_admin_sees_and_revokes_any_key(as_user: Clients, anonymous: httpx.Client) -> None:
@@ -171,7 +157,7 @@ def test_admin_sees_and_revokes_any_key(as_user: Clients, anonymous: httpx.Clien
     assert created["id"] in [k["id"] for k in listed]
     revoked = admin.delete(f"/v1/admin/keys/{created['id']}", params={"reason": "leaked"})
     assert revoked.status_code == 200 and revoked.json()["revoked_reason"] == "leaked"
-    assert verify(anonymous, created["key"], client_ip="10.0.0.3")["code"] == "REVOKED"
+    assert verify_key(anonymous, created["key"], client_ip="10.0.0.3")["code"] == "REVOKED"
     audit = admin.get("/v1/admin/audit", params={"key_id": created["id"]}).json()
     assert audit[0]["action"] == "revoke" and audit[0]["actor_name"] == "admin"
     assert audit[0]["details"] == {"reason": "leaked"}
