@@ -43,7 +43,10 @@ class Settings(BaseSettings):
     database_url: str = ""
     log_level: str = "INFO"
     log_json: bool = False
-    access_log: bool = True
+    access_log: bool = Field(True, description="log requests of the key API, UI and ops routes")
+    gateway_access_log: Literal["denials", "all", "off"] = Field(
+        "denials", description="which /v1/auth and /v1/verify requests to log (the gateway "
+        "in front logs every request; denials are always worth a line)")
     max_body_bytes: int = Field(64 * 1024, ge=1024)
 
     # --- keys ----------------------------------------------------------------------------
@@ -88,7 +91,9 @@ class Settings(BaseSettings):
     rate_limit: str = "20/minute"
     rate_limit_storage: str = "memory://"
     trusted_proxies: Annotated[list[str], NoDecode] = ["127.0.0.1/32", "::1/128"]
-    cache_ttl_seconds: float = Field(5.0, ge=0)
+    cache_ttl_seconds: float = Field(5.0, ge=0, description="backstop lifetime of a cached "
+                                     "key; changes reach every replica's cache at once")
+    cache_max_keys: int = Field(100_000, ge=100)
     usage_flush_seconds: float = Field(5.0, gt=0)
 
     # --- forward auth (/v1/auth) ---------------------------------------------------------

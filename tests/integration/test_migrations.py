@@ -12,13 +12,14 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
+import apikm.cluster.tables
 import apikm.identity.tables
 import apikm.keys.tables
 from apikm.db import create_engine, metadata
 from apikm.migrations import upgrade
 
 pytestmark = pytest.mark.integration
-_ = apikm.identity.tables
+_ = (apikm.cluster.tables, apikm.identity.tables)
 
 
 def differences(url: str) -> list[Any]:

@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from apikm.cluster.events import Kind, emit
 from apikm.db import upsert, utcnow
 from apikm.identity.principal import Principal
 from apikm.identity.tables import owners
@@ -34,8 +35,10 @@ async def remember_owner(engine: AsyncEngine, principal: Principal) -> None:
     updated = [k for k in values if k != "user_id"]
     async with engine.begin() as conn:
         insert = upsert(conn.dialect.name, owners).values({"groups": [], **values})
-        await conn.execute(insert.on_conflict_do_update(
+        result = await conn.execute(insert.on_conflict_do_update(
             index_elements=["user_id"],
             set_={k: insert.excluded[k] for k in updated},
             where=owners.c.synced_at < insert.excluded.synced_at,
         ))
+        if result.rowcount:  # cached keys of this owner, on every replica, read it again
+            await emit(conn, Kind.OWNER, principal.user_id)

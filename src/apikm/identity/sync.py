@@ -33,6 +33,7 @@ from prometheus_client import Counter, Gauge
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from apikm.cluster.events import Kind
 from apikm.config import Settings
 from apikm.db import utcnow
 from apikm.identity import sync_store as store
@@ -181,12 +182,12 @@ def default_holder() -> str:
 
 class SyncWorker:
     def __init__(self, engine: AsyncEngine, admin: KeycloakAdmin, config: SyncConfig,
-                 on_change: Callable[[], None] = lambda: None,
+                 on_change: Callable[[Kind, str], None] = lambda _k, _r: None,
                  holder: str | None = None) -> None:
         self._engine = engine
         self._admin = admin
         self._config = config
-        self._on_change = on_change  # clear the verification cache
+        self._on_change = on_change  # this replica's cache; others follow the event
         self.holder = holder or default_holder()
         self.health = SyncHealth()
         self._locks = _KeyedLock()
@@ -414,7 +415,6 @@ class SyncWorker:
         self.health.last_full_pass_seconds = round(report.seconds, 3)
         self.health.last_full_pass_owners = report.owners
         self._record_success()
-        self._on_change()  # owners' synced_at moved on: cached records may be STALE
         await store.save_state(self._engine, HEALTH_STATE, self.health.to_json())
         log.info("sync full pass", owners=report.owners, changed=report.changed,
                  failed=report.failed, seconds=round(report.seconds, 3))
@@ -488,7 +488,7 @@ class SyncWorker:
                 SYNC_KEY_CHANGES.labels(action).inc(len(keys))
                 log.info(f"sync {action}", user_id=user_id, keys=keys, trigger=trigger)
         if change.changed:
-            self._on_change()
+            self._on_change(Kind.OWNER, user_id)
         return change.changed
 
     async def _confirm(self, user_id: str, read_at: datetime,
@@ -565,7 +565,7 @@ def sync_disabled_reason(settings: Settings) -> str | None:
 
 
 def worker_from_settings(settings: Settings, engine: AsyncEngine,
-                         on_change: Callable[[], None]) -> SyncWorker | None:
+                         on_change: Callable[[Kind, str], None]) -> SyncWorker | None:
     """The sync worker ``apikm serve`` runs, or None (``sync_disabled_reason`` says why)."""
     if sync_disabled_reason(settings) is not None or settings.oidc_client_secret is None:
         return None

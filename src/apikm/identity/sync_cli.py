@@ -55,7 +55,7 @@ async def _run(settings: Settings, once: bool) -> PassReport | None:
     engine = create_engine(settings.effective_database_url)
     # Other processes keep a short cache TTL, so there is nothing of theirs to clear here.
     worker = worker_from_settings(settings.model_copy(update={"sync_enabled": True}), engine,
-                                  on_change=lambda: None)
+                                  on_change=lambda _kind, _ref: None)
     assert worker is not None  # the secret was checked above
     try:
         if once:

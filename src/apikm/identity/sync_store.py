@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from apikm.cluster.events import Kind, emit
 from apikm.db import upsert, utcnow
 from apikm.identity.sync_rules import KeycloakUser, LiveKey, OwnerPlan, clients_of, plan_owner
 from apikm.identity.tables import owners, sync_leases, sync_state
@@ -231,6 +232,8 @@ async def reconcile_owner(engine: AsyncEngine, user_id: str, observed: KeycloakU
             "revoked_reason": plan.revoke_reason, "previous_secret_hash": None,
             "previous_secret_expires_at": None, "updated_at": now},
             {"reason": plan.revoke_reason})
+        if change.changed:  # every replica drops this owner's cached keys
+            await emit(conn, Kind.OWNER, user_id)
     return change
 
 

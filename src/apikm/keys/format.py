@@ -71,6 +71,16 @@ def parse_key(candidate: str, prefix: str) -> ParsedKey | None:
     return ParsedKey(full=candidate, public_id=body[:PUBLIC_ID_LENGTH])
 
 
+def is_well_formed(candidate: str, prefix: str) -> bool:
+    """``parse_key`` without building a result: the verification hot path's format check."""
+    if len(candidate) != len(prefix) + 1 + BODY_LENGTH or not candidate.startswith(prefix):
+        return False
+    if candidate[len(prefix)] != "_" or not _BODY.fullmatch(candidate, len(prefix) + 1):
+        return False
+    return secrets.compare_digest(checksum(candidate[:-CHECKSUM_LENGTH]),
+                                  candidate[-CHECKSUM_LENGTH:])
+
+
 def key_hint(prefix: str, public_id: str) -> str:
     """What the UI and logs show: enough to recognise a key, nothing to use it."""
     return f"{prefix}_{public_id}..."

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from apikm.cluster.events import Kind, emit
 from apikm.db import utcnow
 from apikm.identity.principal import Principal
 from apikm.keys import policy
@@ -93,11 +94,13 @@ class CreatedKey:
 
 class KeyService:
     def __init__(self, engine: AsyncEngine, rules: KeyPolicy, peppers: PepperRing,
-                 on_change: Callable[[], None] = lambda: None) -> None:
+                 on_change: Callable[[Kind, str], None] = lambda _kind, _ref: None) -> None:
         self._engine = engine
         self._rules = rules
         self._peppers = peppers
-        self._on_change = on_change  # e.g. clear the verification cache
+        # Called after a change committed (its event is in the same transaction): this
+        # process drops the key from its cache at once, other replicas follow the event.
+        self._on_change = on_change
 
     # --- create --------------------------------------------------------------------------
     async def create(self, owner: Principal, new: NewKey) -> CreatedKey:
@@ -207,8 +210,9 @@ class KeyService:
                                    .values(**values))
                 await _audit(conn, "update", actor, key_id, row.owner_id,
                              {"fields": sorted(k for k in values if k != "updated_at")})
+                await emit(conn, Kind.KEY, key_id)
             row = await self._fetch(conn, key_id, owner_id)
-        self._on_change()
+        self._on_change(Kind.KEY, key_id)
         return self.present(row, now)
 
     def _changed_values(self, row: Any, changes: KeyChanges, now: datetime) -> dict[str, Any]:
@@ -258,8 +262,9 @@ class KeyService:
             ))
             await _audit(conn, "rotate", actor, key_id, row.owner_id,
                          {"overlap_seconds": overlap_seconds})
+            await emit(conn, Kind.KEY, key_id)
             row = await self._fetch(conn, key_id, owner_id)
-        self._on_change()
+        self._on_change(Kind.KEY, key_id)
         return CreatedKey(self.present(row, now), key.full)
 
     async def revoke(self, key_id: str, owner_id: str | None, actor: Actor,
@@ -275,8 +280,9 @@ class KeyService:
                 ))
                 await _audit(conn, "revoke", actor, key_id, row.owner_id,
                              {"reason": reason} if reason else {})
+                await emit(conn, Kind.KEY, key_id)
             row = await self._fetch(conn, key_id, owner_id)
-        self._on_change()
+        self._on_change(Kind.KEY, key_id)
         return self.present(row, now)
 
     # --- helpers -------------------------------------------------------------------------

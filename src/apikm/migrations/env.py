@@ -7,13 +7,14 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
+import apikm.cluster.tables
 import apikm.identity.tables
 import apikm.keys.tables
 from apikm.db import create_engine, metadata
 
 config = context.config
 target_metadata = metadata
-_ = apikm.identity.tables
+_ = (apikm.cluster.tables, apikm.identity.tables)
 
 
 def _run(connection: Connection) -> None:

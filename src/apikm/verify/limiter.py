@@ -1,39 +1,111 @@
 """Brute-force protection and per-key rate limits, on the ``limits`` library.
 
-Storage is in memory by default, or shared (``redis://``) across replicas through
-``APIKM_RATE_LIMIT_STORAGE``.
+The check every request makes is a dict probe of blocked address groups: an address with no
+recent failures costs nothing. Only failures are counted (a sliding-window counter: two
+counters per address group, whatever the traffic), in memory or, shared by all replicas, in
+Redis (``APIKM_RATE_LIMIT_STORAGE=redis://…``, the ``apikm[redis]`` extra). When a group
+uses up its allowance it is blocked here and announced to every replica through the
+change-event log, so a limit holds across replicas and workers, with or without Redis.
+
+IPv6 clients are grouped by /64 (one host usually owns the whole /64); IPv4 by address.
+Per-key rate limits use the same sliding-window counter: O(1) time and memory per key.
 """
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import time
+from collections.abc import Callable
 
 from limits import RateLimitItem, parse
-from limits.aio.strategies import MovingWindowRateLimiter
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from limits.errors import ConfigurationError
 from limits.storage import storage_from_string
 
+MAX_BLOCKED_ENTRIES = 100_000
 
-def async_storage_uri(uri: str) -> str:
-    return uri if uri.startswith("async+") else f"async+{uri}"
+
+class LimiterConfigError(RuntimeError):
+    """The configured limiter storage cannot be used; the message says what to do."""
+
+
+def async_storage(uri: str) -> object:
+    """A ``limits`` async storage; Redis through redis-py (the ``apikm[redis]`` extra)."""
+    uri = uri if uri.startswith("async+") else f"async+{uri}"
+    options: dict[str, str] = {}
+    if uri.startswith(("async+redis", "async+rediss")):
+        options["implementation"] = "redispy"
+    try:
+        return storage_from_string(uri, **options)
+    except ConfigurationError as exc:
+        raise LimiterConfigError(
+            f"APIKM_RATE_LIMIT_STORAGE cannot be used ({exc}); for Redis install the extra: "
+            "pip install 'apikm[redis]'") from None
+
+
+@functools.lru_cache(maxsize=65536)
+def address_group(address: str) -> str:
+    """What the failure limit counts: an IPv4 address, or the /64 of an IPv6 address."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.IPv6Network((parsed, 64), strict=False))
+    return address
 
 
 class Limiter:
-    def __init__(self, failure_limit: str, storage_uri: str) -> None:
-        storage = storage_from_string(async_storage_uri(storage_uri))
-        self._strategy = MovingWindowRateLimiter(storage)
+    def __init__(self, failure_limit: str, storage_uri: str,
+                 on_block: Callable[[str, float], None] = lambda _group, _until: None) -> None:
+        self.storage = async_storage(storage_uri)
+        self._strategy = SlidingWindowCounterRateLimiter(self.storage)  # type: ignore[arg-type]
         self._failures = parse(failure_limit)
         self._key_limits: dict[str, RateLimitItem] = {}
+        self._blocked: dict[str, float] = {}  # address group -> blocked until (epoch)
+        self._on_block = on_block
 
-    async def is_blocked(self, address: str) -> bool:
-        """Has this client address used up its allowance of failed verifications?"""
-        return not await self._strategy.test(self._failures, "fail", address)
+    async def check_storage(self) -> None:
+        """Fail at start, with a clear message, when shared storage is unreachable."""
+        try:
+            ok = await self.storage.check()  # type: ignore[attr-defined]
+        except Exception as exc:
+            ok, detail = False, str(exc)
+        else:
+            detail = "no answer"
+        if not ok:
+            raise LimiterConfigError(
+                f"APIKM_RATE_LIMIT_STORAGE is not reachable ({detail}): start Redis or fix "
+                "the URL")
 
-    async def record_failure(self, address: str) -> None:
-        await self._strategy.hit(self._failures, "fail", address)
+    def retry_after(self, group: str) -> int | None:
+        """Seconds until ``group`` may try again, or None when it is not blocked."""
+        until = self._blocked.get(group)
+        if until is None:
+            return None
+        remaining = until - time.time()
+        if remaining <= 0:
+            self._blocked.pop(group, None)
+            return None
+        return int(remaining) + 1
 
-    async def failure_retry_after(self, address: str) -> int:
-        reset, _remaining = await self._strategy.get_window_stats(self._failures, "fail", address)
-        return _seconds_until(reset)
+    async def record_failure(self, group: str) -> None:
+        await self._strategy.hit(self._failures, "fail", group)
+        reset, remaining = await self._strategy.get_window_stats(self._failures, "fail", group)
+        if remaining <= 0:
+            until = max(reset, time.time() + 1.0)
+            self.block(group, until)
+            self._on_block(group, until)
+
+    def block(self, group: str, until: float) -> None:
+        """Blocked here until ``until``: from this replica's count or another's event."""
+        if len(self._blocked) >= MAX_BLOCKED_ENTRIES:
+            now = time.time()
+            self._blocked = {g: u for g, u in self._blocked.items() if u > now}
+        self._blocked[group] = max(until, self._blocked.get(group, 0.0))
 
     async def allow_key_use(self, key_id: str, limit: str) -> bool:
         """Consume one use of a key that has its own rate limit; False once it is spent."""
@@ -42,6 +114,6 @@ class Limiter:
             item = self._key_limits[limit] = parse(limit)
         return await self._strategy.hit(item, "key", key_id)
 
-
-def _seconds_until(reset: float) -> int:
-    return max(1, int(reset - time.time()) + 1)
+    async def key_retry_after(self, key_id: str, limit: str) -> int:
+        reset, _ = await self._strategy.get_window_stats(self._key_limits[limit], "key", key_id)
+        return max(1, int(reset - time.time()) + 1)

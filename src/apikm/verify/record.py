@@ -1,8 +1,12 @@
-"""What verification needs to know about a key, read in one query and cached."""
+"""What verification needs to know about a key, read in one query and cached.
+
+Everything the hot path compares is precomputed here once per lookup (epoch seconds,
+effective roles), not once per request.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -31,11 +35,24 @@ class KeyRecord:
     owner_roles: frozenset[str]
     owner_groups: tuple[str, ...]
     owner_synced_at: datetime
+    # Derived once: epoch seconds for the per-request comparisons, effective roles.
+    expires_ts: float = field(init=False, repr=False)
+    previous_expires_ts: float = field(init=False, repr=False)
+    synced_ts: float = field(init=False, repr=False)
+    effective_roles: frozenset[str] = field(init=False, repr=False)
+    # Answers derived from this record (response bytes, headers), built on first use and
+    # dropped with the record when the cache forgets it.
+    memo: dict[str, Any] = field(init=False, repr=False, compare=False)
 
-    @property
-    def effective_roles(self) -> frozenset[str]:
-        """Granted ∩ what the owner holds now: a key never carries more than its owner."""
-        return self.granted_roles & self.owner_roles
+    def __post_init__(self) -> None:
+        previous = self.previous_secret_expires_at
+        object.__setattr__(self, "expires_ts", self.expires_at.timestamp())
+        object.__setattr__(self, "previous_expires_ts",
+                           previous.timestamp() if previous else 0.0)
+        object.__setattr__(self, "synced_ts", self.owner_synced_at.timestamp())
+        # Granted ∩ what the owner holds now: a key never carries more than its owner.
+        object.__setattr__(self, "effective_roles", self.granted_roles & self.owner_roles)
+        object.__setattr__(self, "memo", {})
 
 
 def record_from_row(row: Any) -> KeyRecord:

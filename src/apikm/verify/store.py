@@ -1,8 +1,9 @@
-"""Key lookup by hash with a short-lived in-process cache.
+"""Key lookup by hash with an in-process cache that every replica keeps current.
 
-One indexed query (key joined with its owner) on a miss; nothing on a hit. The cache TTL bounds
-how long another replica may keep answering from a record changed elsewhere; changes made in
-this process clear it at once.
+One indexed query (key joined with its owner) on a miss; a dict probe on a hit. Changes reach
+the cache through change events (``apikm.cluster``): this process applies its own at once,
+other replicas' within a fraction of a second. The TTL is only a backstop; while the event
+log cannot be read it drops to ``DEGRADED_TTL``.
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ from collections.abc import Iterable
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from apikm.cluster.events import Event, Kind
 from apikm.identity.tables import owners
 from apikm.keys.tables import api_keys
-from apikm.verify.metrics import KEY_LOOKUPS
+from apikm.verify.metrics import STATS
 from apikm.verify.record import KeyRecord, record_from_row
+
+DEGRADED_TTL = 1.0
 
 _LOOKUP_COLUMNS = [
     api_keys.c.id, api_keys.c.public_id, api_keys.c.name, api_keys.c.status,
@@ -30,29 +34,39 @@ _LOOKUP_COLUMNS = [
 
 
 class KeyStore:
-    def __init__(self, engine: AsyncEngine, ttl_seconds: float, max_entries: int = 50_000):
+    def __init__(self, engine: AsyncEngine, ttl_seconds: float, max_entries: int = 100_000):
         self._engine = engine
         self._ttl = ttl_seconds
+        self._max_age = ttl_seconds
         self._max = max_entries
+        # hash -> (cached at, record); insertion order is age order, for eviction.
         self._cache: OrderedDict[str, tuple[float, KeyRecord]] = OrderedDict()
-        # Bumped by clear(): a lookup that started before a change must not cache what it
-        # read, or a just-revoked key could answer VALID for another TTL.
+        self._hashes_of_key: dict[str, set[str]] = {}
+        self._keys_of_owner: dict[str, set[str]] = {}
+        # Bumped by every invalidation: a lookup that started before a change must not
+        # cache what it read, or a just-revoked key could answer VALID for another TTL.
         self._generation = 0
+
+    def cached(self, digest: str) -> KeyRecord | None:
+        """The hot path's probe: no await, no allocation on a hit."""
+        hit = self._cache.get(digest)
+        if hit is not None and time.monotonic() - hit[0] < self._max_age:
+            return hit[1]
+        return None
 
     async def find(self, hashes: Iterable[str]) -> tuple[str, KeyRecord] | None:
         """(matching hash, record) for the first hash that names a key, else None."""
         candidates = list(hashes)
-        now = time.monotonic()
         for digest in candidates:
-            hit = self._cache.get(digest)
-            if hit is not None and hit[0] > now:
-                KEY_LOOKUPS.labels("cache").inc()
-                return digest, hit[1]
-        KEY_LOOKUPS.labels("database").inc()
+            record = self.cached(digest)
+            if record is not None:
+                STATS.lookups["cache"] += 1
+                return digest, record
+        STATS.lookups["database"] += 1
         generation = self._generation
         found = await self._query(candidates)
         if found is not None and self._ttl > 0 and generation == self._generation:
-            self._remember(found[0], found[1], now)
+            self._remember(found[0], found[1])
         return found
 
     async def _query(self, hashes: list[str]) -> tuple[str, KeyRecord] | None:
@@ -74,13 +88,55 @@ class KeyStore:
         matched = next(h for h in hashes if h in (record.secret_hash, record.previous_secret_hash))
         return matched, record
 
-    def _remember(self, digest: str, record: KeyRecord, now: float) -> None:
-        self._cache[digest] = (now + self._ttl, record)
+    def _remember(self, digest: str, record: KeyRecord) -> None:
+        self._cache[digest] = (time.monotonic(), record)
         self._cache.move_to_end(digest)
+        self._hashes_of_key.setdefault(record.id, set()).add(digest)
+        self._keys_of_owner.setdefault(record.owner_id, set()).add(record.id)
         while len(self._cache) > self._max:
-            self._cache.popitem(last=False)
+            old_digest, (_at, old) = self._cache.popitem(last=False)
+            self._forget_hash(old_digest, old)
+
+    def _forget_hash(self, digest: str, record: KeyRecord) -> None:
+        hashes = self._hashes_of_key.get(record.id)
+        if hashes is not None:
+            hashes.discard(digest)
+            if not hashes:
+                del self._hashes_of_key[record.id]
+                keys = self._keys_of_owner.get(record.owner_id)
+                if keys is not None:
+                    keys.discard(record.id)
+                    if not keys:
+                        del self._keys_of_owner[record.owner_id]
+
+    # --- invalidation --------------------------------------------------------------------
+    def on_event(self, event: Event) -> None:
+        if event.kind is Kind.KEY:
+            self.forget_key(event.ref)
+        elif event.kind is Kind.OWNER:
+            for key_id in list(self._keys_of_owner.get(event.ref, ())):
+                self.forget_key(key_id)
+            self._generation += 1
+        elif event.kind is Kind.ALL:
+            self.clear()
+
+    def on_health(self, healthy: bool) -> None:
+        """While changes cannot be followed, cached answers live ``DEGRADED_TTL`` only."""
+        self._max_age = self._ttl if healthy else min(self._ttl, DEGRADED_TTL)
+
+    def forget_key(self, key_id: str) -> None:
+        self._generation += 1
+        for digest in list(self._hashes_of_key.get(key_id, ())):
+            entry = self._cache.pop(digest, None)
+            if entry is not None:
+                self._forget_hash(digest, entry[1])
 
     def clear(self) -> None:
-        """Forget everything: called after any change to keys or owners in this process."""
+        """Forget everything."""
         self._cache.clear()
+        self._hashes_of_key.clear()
+        self._keys_of_owner.clear()
         self._generation += 1
+
+    def __len__(self) -> int:
+        return len(self._cache)

@@ -25,7 +25,7 @@ log = structlog.get_logger(__name__)
 @dataclass
 class _Usage:
     count: int
-    last_used_at: dt.datetime
+    last_used_at: float  # epoch seconds
     last_used_ip: str | None
 
 
@@ -34,11 +34,12 @@ class UsageRecorder:
         self._engine = engine
         self._interval = interval
         self._pending: dict[str, _Usage] = {}
-        self._daily: dict[tuple[str, dt.date], int] = {}
+        self._daily: dict[tuple[str, int], int] = {}  # (key id, epoch day) -> count
         self._rehash: dict[str, tuple[str, str, str]] = {}  # key id -> old, new hash, pepper
         self._task: asyncio.Task[None] | None = None
 
-    def record(self, key_id: str, at: dt.datetime, client_ip: str | None) -> None:
+    def record(self, key_id: str, at: float, client_ip: str | None) -> None:
+        """Count one use at ``at`` (epoch seconds): dict updates only, no I/O."""
         usage = self._pending.get(key_id)
         if usage is None:
             self._pending[key_id] = _Usage(1, at, client_ip)
@@ -46,7 +47,7 @@ class UsageRecorder:
             usage.count += 1
             usage.last_used_at = at
             usage.last_used_ip = client_ip or usage.last_used_ip
-        day_key = (key_id, at.date())
+        day_key = (key_id, int(at // 86400))
         self._daily[day_key] = self._daily.get(day_key, 0) + 1
 
     def rehash(self, key_id: str, old_hash: str, new_hash: str, pepper_id: str) -> None:
@@ -80,15 +81,7 @@ class UsageRecorder:
             async with self._engine.begin() as connection:
                 await self._apply_rehash(connection, rehash)
                 for key_id, usage in pending.items():
-                    await connection.execute(
-                        sa.update(api_keys)
-                        .where(api_keys.c.id == key_id)
-                        .values(
-                            use_count=api_keys.c.use_count + usage.count,
-                            last_used_at=usage.last_used_at,
-                            last_used_ip=usage.last_used_ip,
-                        )
-                    )
+                    await connection.execute(_usage_update(key_id, usage))
                 if daily:
                     await self._upsert_daily(connection, daily)
         except BaseException:  # cancelled at shutdown included: stop() flushes what is kept
@@ -108,8 +101,9 @@ class UsageRecorder:
             )
 
     async def _upsert_daily(self, connection: AsyncConnection,
-                            daily: dict[tuple[str, dt.date], int]) -> None:
-        rows = [{"key_id": k, "day": d, "count": n} for (k, d), n in daily.items()]
+                            daily: dict[tuple[str, int], int]) -> None:
+        rows = [{"key_id": k, "day": _EPOCH + dt.timedelta(days=d), "count": n}
+                for (k, d), n in daily.items()]
         insert = upsert(connection.dialect.name, key_usage_daily).values(rows)
         await connection.execute(
             insert.on_conflict_do_update(
@@ -119,12 +113,29 @@ class UsageRecorder:
         )
 
     def _merge_back(self, pending: dict[str, _Usage],
-                    daily: dict[tuple[str, dt.date], int]) -> None:
+                    daily: dict[tuple[str, int], int]) -> None:
         for key_id, usage in pending.items():
             current = self._pending.get(key_id)
             if current is None:
                 self._pending[key_id] = usage
             else:
                 current.count += usage.count
+                if usage.last_used_at > current.last_used_at:
+                    current.last_used_at = usage.last_used_at
+                    current.last_used_ip = usage.last_used_ip
         for day_key, count in daily.items():
             self._daily[day_key] = self._daily.get(day_key, 0) + count
+
+
+_EPOCH = dt.date(1970, 1, 1)
+
+
+def _usage_update(key_id: str, usage: _Usage) -> sa.Update:
+    """Add this replica's count; last use moves only forward (replicas flush in any order)."""
+    at = dt.datetime.fromtimestamp(usage.last_used_at, dt.UTC)
+    newer = sa.or_(api_keys.c.last_used_at.is_(None), api_keys.c.last_used_at < at)
+    return (sa.update(api_keys).where(api_keys.c.id == key_id).values(
+        use_count=api_keys.c.use_count + usage.count,
+        last_used_at=sa.case((newer, at), else_=api_keys.c.last_used_at),
+        last_used_ip=sa.case((newer, usage.last_used_ip), else_=api_keys.c.last_used_ip),
+    ))

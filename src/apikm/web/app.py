@@ -1,4 +1,8 @@
-"""The app factory: ``create_app()`` wires settings, context, routes and middleware."""
+"""The app factory: ``create_app()`` wires settings, context, routes and middleware.
+
+The outermost ASGI app is ``Gateway``: it answers the gateway path (``/v1/auth``,
+``/v1/verify``) itself and passes every other request to the FastAPI app below.
+"""
 
 from __future__ import annotations
 
@@ -15,34 +19,35 @@ from apikm.logs import configure_logging
 from apikm.tokens.services import build_token_services
 from apikm.web import oauth, ops, ui
 from apikm.web.api import admin, keys
-from apikm.web.api.verify import verify_endpoint
 from apikm.web.context import build_context
 from apikm.web.errors import install_error_handlers
+from apikm.web.gateway import Gateway
 from apikm.web.middleware import AccessLog, LimitBodySize
 from apikm.web.openapi import add_verify_to_openapi
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None) -> Gateway:
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_json, settings.key_prefix)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx = build_context(settings)
-        app.state.ctx = ctx
+        app.state.ctx = gateway.ctx = ctx
         app.state.tokens = build_token_services(settings, ctx.verifier, ctx.http)
-        ctx.usage.start()
+        gateway.upstream = app.state.tokens.upstream
+        await ctx.start()
         start_or_explain(ctx.sync, settings)
         try:
             yield
         finally:
+            gateway.log.close()
             await ctx.close()
 
     app = FastAPI(title="apikm", version=__version__, lifespan=lifespan,
                   description="Personal API keys for Keycloak users.")
     install_error_handlers(app)
-    # The hot path and ops endpoints are plain Starlette routes: no parameter machinery.
-    app.add_route("/v1/verify", verify_endpoint, methods=["POST"])
+    # Ops endpoints are plain Starlette routes: no parameter machinery.
     app.add_route("/healthz", ops.healthz, methods=["GET"])
     app.add_route("/readyz", ops.readyz, methods=["GET"])
     app.add_route("/metrics", ops.metrics, methods=["GET"])
@@ -51,11 +56,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin.router)
     ui.install(app, settings)  # the web UI under / (templates, static, sign-in)
     add_verify_to_openapi(app)
-    app.add_middleware(LimitBodySize, max_bytes=settings.max_body_bytes,
-                       exempt_prefixes=("/v1/auth",))
+    app.add_middleware(LimitBodySize, max_bytes=settings.max_body_bytes)
     if settings.access_log:
         app.add_middleware(AccessLog)
-    return app
+    gateway = Gateway(app, settings)
+    return gateway
 
 
 def app_factory() -> Any:

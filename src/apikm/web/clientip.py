@@ -19,12 +19,15 @@ class ClientAddressResolver:
     def _is_trusted(self, address: str) -> bool:
         return address_in(address, self._trusted)
 
-    def resolve(self, scope: Scope) -> str:
+    def resolve(self, scope: Scope, headers: dict[bytes, bytes] | None = None) -> str:
+        """The client's address; ``headers``: the request's headers as a dict, when the
+        caller has built it already."""
         client = scope.get("client")
         peer: str = client[0] if client else ""
         if not self.is_trusted(peer):
             return peer
-        headers: dict[bytes, bytes] = dict(scope["headers"])
+        if headers is None:
+            headers = dict(scope["headers"])
         forwarded = headers.get(b"x-forwarded-for", b"").decode("latin-1")
         # Walk right to left: the rightmost address not added by one of our proxies is the
         # client; anything left of it could have been written by the client itself.

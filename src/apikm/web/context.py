@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from apikm.cluster.bus import EventBus, postgres_push
+from apikm.cluster.events import Event, Kind
 from apikm.config import Settings
 from apikm.db import create_engine
 from apikm.identity.sync import SyncWorker, worker_from_settings
@@ -32,11 +35,18 @@ class AppContext:
     verifier: Verifier
     usage: UsageRecorder
     addresses: ClientAddressResolver
+    bus: EventBus
     sync: SyncWorker | None = None  # None: sync off (see the log line at start)
+
+    async def start(self) -> None:
+        await self.verifier.limiter.check_storage()
+        await self.bus.start()
+        self.usage.start()
 
     async def close(self) -> None:
         if self.sync is not None:
             await self.sync.stop()
+        await self.bus.stop()
         await self.usage.stop()
         await self.http.aclose()
         await self.engine.dispose()
@@ -48,11 +58,42 @@ def pepper_ring(settings: Settings) -> PepperRing:
     return load_or_create_pepper_file(settings.data_dir / "pepper")
 
 
+def build_bus(engine: AsyncEngine) -> EventBus:
+    if engine.dialect.name == "postgresql":
+        bus = EventBus(engine, push=postgres_push(engine))
+        bus.push_kind = "postgresql"
+        return bus
+    return EventBus(engine)
+
+
+def build_limiter(settings: Settings, bus: EventBus) -> Limiter:
+    """Blocks are announced to every replica (and taken from them) through the bus."""
+    tasks: set[asyncio.Task[None]] = set()
+
+    def announce(group: str, until: float) -> None:
+        event = Event(Kind.BLOCK, group, datetime.fromtimestamp(until, UTC))
+        task = asyncio.get_running_loop().create_task(bus.publish(event))
+        tasks.add(task)  # keep a reference until it is done
+        task.add_done_callback(tasks.discard)
+
+    limiter = Limiter(settings.rate_limit, settings.rate_limit_storage, on_block=announce)
+
+    def take_block(event: Event) -> None:
+        if event.kind is Kind.BLOCK and event.until is not None:
+            limiter.block(event.ref, event.until.timestamp())
+
+    bus.subscribe(take_block)
+    return limiter
+
+
 def build_context(settings: Settings) -> AppContext:
     engine = create_engine(settings.effective_database_url)
     http = httpx.AsyncClient(headers={"User-Agent": "apikm"})
     peppers = pepper_ring(settings)
-    store = KeyStore(engine, settings.cache_ttl_seconds)
+    bus = build_bus(engine)
+    store = KeyStore(engine, settings.cache_ttl_seconds, settings.cache_max_keys)
+    bus.subscribe(store.on_event)
+    bus.on_health(store.on_health)
     usage = UsageRecorder(engine, settings.usage_flush_seconds)
     rules = KeyPolicy(
         prefix=settings.key_prefix,
@@ -68,11 +109,11 @@ def build_context(settings: Settings) -> AppContext:
         http=http,
         tokens=TokenValidator(settings.issuer, settings.oidc_audience, http,
                               settings.token_leeway_seconds),
-        keys=KeyService(engine, rules, peppers, on_change=store.clear),
-        verifier=Verifier(settings.key_prefix, peppers, store,
-                          Limiter(settings.rate_limit, settings.rate_limit_storage), usage,
-                          max_staleness=settings.max_staleness),
+        keys=KeyService(engine, rules, peppers, on_change=bus.applied),
+        verifier=Verifier(settings.key_prefix, peppers, store, build_limiter(settings, bus),
+                          usage, max_staleness=settings.max_staleness),
         usage=usage,
         addresses=ClientAddressResolver(settings.trusted_proxies),
-        sync=worker_from_settings(settings, engine, on_change=store.clear),
+        bus=bus,
+        sync=worker_from_settings(settings, engine, on_change=bus.applied),
     )

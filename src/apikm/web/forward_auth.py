@@ -1,5 +1,6 @@
-"""``ANY /v1/auth``: forward auth for nginx ``auth_request``, Caddy ``forward_auth``, Traefik
-ForwardAuth and Envoy ``ext_authz`` (HTTP service).
+"""What ``ANY /v1/auth`` decides, as plain functions over the request's headers and query
+(the ASGI plumbing is in ``gateway.py``): forward auth for nginx ``auth_request``, Caddy
+``forward_auth``, Traefik ForwardAuth and Envoy ``ext_authz`` (HTTP service).
 
 The answer is exactly one of: 200 with identity headers, 401 with ``WWW-Authenticate``, 403,
 or 429 with ``Retry-After``. Proxies turn any other status into a 500 for the client, so
@@ -30,20 +31,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from urllib.parse import parse_qsl, quote, urlsplit
-
-import structlog
-from starlette.requests import Request
-from starlette.responses import Response
 
 from apikm.config import Settings
 from apikm.verify.codes import MESSAGES, Code
 from apikm.verify.record import KeyRecord
-from apikm.web.context import AppContext
-
-log = structlog.get_logger(__name__)
 
 MAX_ROLES = 100
 MAX_ROLE_LENGTH = 255
@@ -58,56 +53,41 @@ FORBIDDEN = frozenset({Code.IP_NOT_ALLOWED, Code.INSUFFICIENT_ROLES, Code.STALE}
 # outside printable ASCII (and '%' itself) is percent-encoded as UTF-8.
 _HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
 
+Headers = list[tuple[bytes, bytes]]
+NO_STORE = (b"cache-control", b"no-store")
+JSON_TYPE = (b"content-type", b"application/json")
+
 
 def header_value(text: str) -> str:
     return quote(text, safe=_HEADER_SAFE)
 
 
-class ForwardAuth:
+@functools.lru_cache(maxsize=1024)
+def parse_query(query_string: bytes) -> tuple[tuple[str, str], ...]:
+    """The auth URL's query: the same few strings on every request of a location."""
+    return tuple(parse_qsl(query_string.decode("latin-1"), keep_blank_values=True))
+
+
+class ForwardAuthRules:
+    """Where the key is, which roles are required, what the answer looks like."""
+
     def __init__(self, settings: Settings) -> None:
         self._key_headers = tuple(name.lower().encode("latin-1") for name in settings.auth_header)
         self._query_param = settings.auth_query_param
         self._key_start = settings.key_prefix + "_"
-        self._always_jwt = settings.auth_upstream_jwt
+        self.always_jwt = settings.auth_upstream_jwt
         realm = settings.auth_realm.replace('"', "")
-        self._challenge = f'Bearer realm="{realm}", Basic realm="{realm}", charset="UTF-8"'
-
-    async def endpoint(self, request: Request) -> Response:
-        try:
-            return await self._decide(request)
-        except Exception as exc:  # never a 5xx: proxies would turn it into their own 500
-            log.error("forward auth failed", error_type=type(exc).__name__)
-            return self._deny(403, "unavailable", "authorization could not be decided")
-
-    async def _decide(self, request: Request) -> Response:
-        ctx: AppContext = request.app.state.ctx
-        headers: dict[bytes, bytes] = dict(request.scope["headers"])
-        query = parse_qsl(request.scope["query_string"].decode("latin-1"), keep_blank_values=True)
-        key = self._find_key(headers, query)
-        if key is None:
-            return self._unauthorized("missing_key", "an API key is required")
-        roles = required_roles(query, headers)
-        if roles is None:
-            return self._deny(403, "bad_roles", "too many or too long required roles")
-        client_ip = ctx.addresses.resolve(request.scope)
-        result = await ctx.verifier.verify(key, client_ip=client_ip,
-                                           limiter_id=client_ip, required_roles=roles,
-                                           endpoint="auth")
-        if result.valid and result.record is not None:
-            wants_jwt = self._always_jwt or any(
-                name == "jwt" and value.lower() in TRUE_WORDS for name, value in query)
-            return await self._allow(request, result.record, wants_jwt)
-        if result.code is Code.RATE_LIMITED:
-            retry = str(result.retry_after or 60)
-            return self._deny(429, result.code.value, MESSAGES[result.code],
-                              {"Retry-After": retry})
-        if result.code in FORBIDDEN:
-            return self._deny(403, result.code.value, MESSAGES[result.code])
-        return self._unauthorized(result.code.value, MESSAGES[result.code])
+        challenge = f'Bearer realm="{realm}", Basic realm="{realm}", charset="UTF-8"'
+        self._challenge = (b"www-authenticate", challenge.encode("latin-1"))
+        self._denials: dict[tuple[int, str], tuple[Headers, bytes]] = {}
 
     # --- finding the key ----------------------------------------------------------------
-    def _find_key(self, headers: dict[bytes, bytes],
-                  query: list[tuple[str, str]]) -> str | None:
+    def find_key(self, headers: dict[bytes, bytes],
+                 query: tuple[tuple[str, str], ...]) -> str | None:
+        # The configured header, as a gateway sends it, is by far the common case.
+        value = headers.get(self._key_headers[0]) if self._key_headers else None
+        if value and value.startswith(self._key_start.encode()):
+            return value.decode("latin-1").strip()
         first: str | None = None
         for candidate in self._candidates(headers, query):
             if candidate.startswith(self._key_start):
@@ -116,7 +96,7 @@ class ForwardAuth:
         return first
 
     def _candidates(self, headers: dict[bytes, bytes],
-                    query: list[tuple[str, str]]) -> Iterator[str]:
+                    query: tuple[tuple[str, str], ...]) -> Iterator[str]:
         for name in self._key_headers:
             value = headers.get(name)
             if value:
@@ -133,36 +113,61 @@ class ForwardAuth:
                     parse_qsl(urlsplit(uri.decode("latin-1")).query, keep_blank_values=True))
         yield from self._query_keys(query)
 
-    def _query_keys(self, pairs: list[tuple[str, str]]) -> Iterator[str]:
+    def _query_keys(self, pairs: Iterable[tuple[str, str]]) -> Iterator[str]:
         for name, value in pairs:
             if name == self._query_param and value.strip():
                 yield value.strip()
 
-    # --- answers ------------------------------------------------------------------------
-    async def _allow(self, request: Request, record: KeyRecord, wants_jwt: bool) -> Response:
-        headers = {
-            "X-Auth-User": header_value(record.username),
-            "X-Auth-User-Id": header_value(record.owner_id),
-            "X-Auth-Email": header_value(record.email or ""),
-            "X-Auth-Roles": header_value(",".join(sorted(record.effective_roles))),
-            "X-Auth-Groups": header_value(",".join(record.owner_groups)),
-            "X-Auth-Key-Id": record.id,
-            "Cache-Control": "no-store",
-        }
-        if wants_jwt:
-            bearer = await request.app.state.tokens.upstream.authorization_for(record)
-            headers["Authorization"] = headers["X-Auth-Token"] = bearer
-        return Response(status_code=200, headers=headers)
+    @staticmethod
+    def wants_jwt(query: tuple[tuple[str, str], ...]) -> bool:
+        return any(name == "jwt" and value.lower() in TRUE_WORDS for name, value in query)
 
-    def _unauthorized(self, code: str, message: str) -> Response:
-        return self._deny(401, code, message, {"WWW-Authenticate": self._challenge})
+    # --- answers ------------------------------------------------------------------------
+    @staticmethod
+    def identity_headers(record: KeyRecord) -> Headers:
+        """The 200 answer's headers, built once per cached record."""
+        cached: Headers | None = record.memo.get("auth_headers")
+        if cached is None:
+            cached = record.memo["auth_headers"] = [
+                (b"x-auth-user", header_value(record.username).encode()),
+                (b"x-auth-user-id", header_value(record.owner_id).encode()),
+                (b"x-auth-email", header_value(record.email or "").encode()),
+                (b"x-auth-roles",
+                 header_value(",".join(sorted(record.effective_roles))).encode()),
+                (b"x-auth-groups", header_value(",".join(record.owner_groups)).encode()),
+                (b"x-auth-key-id", record.id.encode()),
+                NO_STORE,
+            ]
+        return cached
+
+    def denial(self, status: int, code: str, retry_after: int | None = None
+               ) -> tuple[Headers, bytes]:
+        """Headers and JSON body of a 401/403/429 (never a secret in it)."""
+        if retry_after is not None:
+            headers, body = self.denial(status, code)
+            return [*headers, (b"retry-after", str(retry_after).encode())], body
+        cached = self._denials.get((status, code))
+        if cached is None:
+            message = MESSAGES[Code(code)] if code in Code.__members__ else _MESSAGES[code]
+            body = json.dumps({"error": code, "message": message}).encode()
+            headers = [JSON_TYPE, NO_STORE]
+            if status == 401:
+                headers.append(self._challenge)
+            cached = self._denials[(status, code)] = (headers, body)
+        return cached
 
     @staticmethod
-    def _deny(status: int, code: str, message: str,
-              headers: dict[str, str] | None = None) -> Response:
-        body = json.dumps({"error": code, "message": message}).encode()
-        return Response(body, status_code=status, media_type="application/json",
-                        headers={"Cache-Control": "no-store", **(headers or {})})
+    def status_for(code: Code) -> int:
+        if code is Code.RATE_LIMITED:
+            return 429
+        return 403 if code in FORBIDDEN else 401
+
+
+_MESSAGES = {
+    "missing_key": "an API key is required",
+    "bad_roles": "too many or too long required roles",
+    "unavailable": "authorization could not be decided",
+}
 
 
 def credential_from_authorization(value: str) -> str | None:
@@ -182,7 +187,7 @@ def credential_from_authorization(value: str) -> str | None:
     return None
 
 
-def required_roles(query: list[tuple[str, str]],
+def required_roles(query: Iterable[tuple[str, str]],
                    headers: dict[bytes, bytes]) -> list[str] | None:
     """Roles from ``?role=`` and ``X-Auth-Require-Roles``; None when over the limits."""
     roles = {value.strip() for name, value in query if name == "role" and value.strip()}

@@ -6,7 +6,7 @@ Errors follow RFC 6749 (``{"error", "error_description"}``), token answers are n
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -14,8 +14,6 @@ import structlog
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, request_response
-from starlette.types import Receive, Scope, Send
 
 from apikm.config import Settings
 from apikm.identity.tokens import InvalidToken
@@ -31,7 +29,6 @@ from apikm.tokens.jwks import (
 )
 from apikm.tokens.services import TokenServices
 from apikm.web.context import AppContext
-from apikm.web.forward_auth import ForwardAuth
 
 log = structlog.get_logger(__name__)
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -138,24 +135,8 @@ async def openid_configuration(request: Request) -> Response:
     return JSONResponse(document, headers={"Cache-Control": "public, max-age=3600"})
 
 
-class AnyMethod:
-    """An endpoint as a plain ASGI app: Starlette limits function endpoints to GET/HEAD
-    unless given a method list, and any list would answer 405 to the methods it lacks."""
-
-    def __init__(self, endpoint: Callable[[Request], Awaitable[Response]]) -> None:
-        self._app = request_response(endpoint)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._app(scope, receive, send)
-
-
 def add_routes(app: Starlette, settings: Settings) -> None:
-    """Forward auth and the OAuth endpoints, all bare Starlette routes."""
-    forward = ForwardAuth(settings)
-    # Any method: gateways pass the original one (WebDAV's PROPFIND included).
-    app.router.routes.append(Route("/v1/auth", AnyMethod(forward.endpoint)))
-    # Envoy's ext_authz appends the original path to the auth URL.
-    app.router.routes.append(Route("/v1/auth/{path:path}", AnyMethod(forward.endpoint)))
+    """The OAuth endpoints, all bare Starlette routes (forward auth is in ``gateway.py``)."""
     app.add_route(TOKEN_PATH, token_endpoint, methods=["POST"])
     app.add_route(INTROSPECT_PATH, introspect_endpoint, methods=["POST"])
     app.add_route(JWKS_PATH, jwks_endpoint, methods=["GET"])

@@ -25,9 +25,11 @@ async def readyz(request: Request) -> Response:
     ready = checks["database"]
     sync = await ctx.sync.report() if ctx.sync is not None else {
         "state": "off", "reason": sync_disabled_reason(ctx.settings)}
+    # Change events (cache invalidation across replicas) are reported, not required: while
+    # they cannot be read, cached answers live one second, so answers stay right.
     return JSONResponse({"status": "ready" if ready else "not ready",
                          "checks": {k: "ok" if v else "failing" for k, v in checks.items()},
-                         "sync": sync},
+                         "sync": sync, "events": ctx.bus.status()},
                         status_code=200 if ready else 503)
 
 

@@ -22,7 +22,8 @@ RECORD = KeyRecord(
 
 def code(record: KeyRecord = RECORD, presented: str = "new", ip: str | None = "10.0.0.1",
          roles: tuple[str, ...] = (), staleness: timedelta | None = None) -> Code:
-    return decide(record, presented, NOW, ip, roles, staleness).code
+    seconds = staleness.total_seconds() if staleness is not None else None
+    return decide(record, presented, NOW.timestamp(), ip, roles, seconds).code
 
 
 def test_valid_key() -> None:
@@ -32,7 +33,7 @@ def test_valid_key() -> None:
 def test_effective_roles_are_grant_intersected_with_owner_roles() -> None:
     # geo:write was granted but the owner no longer holds it; "other" was never granted
     assert RECORD.effective_roles == {"analyst", "geo:read"}
-    result = decide(RECORD, "new", NOW, None, ["geo:write", "other"])
+    result = decide(RECORD, "new", NOW.timestamp(), None, ["geo:write", "other"])
     assert result.code is Code.INSUFFICIENT_ROLES
     assert result.missing_roles == ("geo:write", "other")
 
@@ -40,7 +41,7 @@ def test_effective_roles_are_grant_intersected_with_owner_roles() -> None:
 def test_revoked_wins_over_everything() -> None:
     revoked = replace(RECORD, status="revoked", revoked_reason="leaked",
                       expires_at=NOW - timedelta(days=1))
-    result = decide(revoked, "new", NOW, None, [])
+    result = decide(revoked, "new", NOW.timestamp(), None, [])
     assert result.code is Code.REVOKED and result.reason == "leaked"
 
 

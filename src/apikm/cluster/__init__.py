@@ -1,0 +1,2 @@
+"""What replicas share beyond the key tables: change events (cache invalidation, address
+blocks) read by every replica."""

@@ -1,0 +1,232 @@
+"""Every replica follows the change-event log, so a change made anywhere (this replica,
+another one, the sync, the CLI) reaches every cache in well under a second.
+
+The log table is the truth: events are written in the transaction of the change, so none
+is lost and none announces a change that rolled back. Replicas read it:
+
+* woken at once by PostgreSQL ``LISTEN`` (or Redis pub/sub when configured), with a slow
+  safety poll (``SAFETY_POLL``) while the push channel is up;
+* by polling every ``FAST_POLL`` seconds when there is no push channel (SQLite) or it is down.
+
+A replica that cannot read the log says so (``healthy`` false, in ``/readyz`` and
+``apikm_cluster_events_healthy``) and its key cache falls back to a one-second lifetime,
+so it never serves a stale answer silently for long. After an outage longer than the log
+keeps events, it forgets its whole cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from prometheus_client import Gauge
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from apikm.cluster import events
+from apikm.cluster.events import Event, Kind
+from apikm.db import utcnow
+
+log = structlog.get_logger(__name__)
+
+FAST_POLL = 0.1
+SAFETY_POLL = 1.0
+KEEP = timedelta(minutes=2)  # how long the log keeps events (blocks: while in force)
+PRUNE_EVERY = 30.0
+
+EVENTS_HEALTHY = Gauge("apikm_cluster_events_healthy",
+                       "1 while this replica reads the change-event log, else 0 "
+                       "(then its key cache keeps entries for one second only)")
+EVENTS_LAG = Gauge("apikm_cluster_events_lag_seconds",
+                   "Seconds since this replica last read the change-event log")
+
+Handler = Callable[[Event], None]
+HealthHandler = Callable[[bool], None]
+# A push channel: called with a "wake up" callback, runs until cancelled, raises when lost.
+Push = Callable[[Callable[[], None]], Awaitable[None]]
+
+
+class EventBus:
+    def __init__(self, engine: AsyncEngine, push: Push | None = None,
+                 announce: Callable[[], Awaitable[None]] | None = None) -> None:
+        self._engine = engine
+        self._push = push
+        self._announce = announce  # tells other replicas to read now (Redis publish)
+        self._handlers: list[Handler] = []
+        self._health_handlers: list[HealthHandler] = []
+        self._seq = 0
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._push_up = False
+        self._last_read = time.monotonic()
+        self.healthy = True
+        self.push_kind = "none"
+
+    def subscribe(self, handler: Handler) -> None:
+        self._handlers.append(handler)
+
+    def on_health(self, handler: HealthHandler) -> None:
+        self._health_handlers.append(handler)
+
+    # --- this replica's own changes ------------------------------------------------------
+    def applied(self, kind: Kind, ref: str = "") -> None:
+        """A change this process just committed (with ``events.emit`` in its transaction):
+        apply it here at once, and ask the other replicas to read the log now."""
+        self._dispatch(Event(kind, ref))
+        if self._announce is not None:
+            task = asyncio.get_running_loop().create_task(self._announce_quietly())
+            self._tasks.append(task)
+            task.add_done_callback(self._tasks.remove)
+
+    async def publish(self, event: Event) -> None:
+        """Write an event in its own transaction (used for address blocks)."""
+        async with self._engine.begin() as conn:
+            await events.emit(conn, event.kind, event.ref, event.until)
+        if self._announce is not None:
+            await self._announce_quietly()
+
+    async def _announce_quietly(self) -> None:
+        try:
+            await self._announce()  # type: ignore[misc]
+        except Exception as exc:  # the safety poll still delivers
+            log.warning("event announce failed", error=str(exc))
+
+    # --- following the log ---------------------------------------------------------------
+    async def start(self) -> None:
+        try:
+            async with self._engine.connect() as conn:
+                self._seq = await events.last_seq(conn)
+                blocks = await events.active_blocks(conn, utcnow())
+            for block in blocks:
+                self._dispatch(block)
+            self._set_health(True)
+        except Exception as exc:
+            log.warning("change-event log unreadable at start", error=str(exc))
+            self._set_health(False)
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._follow(), name="events-follow"),
+                       loop.create_task(self._prune_loop(), name="events-prune")]
+        if self._push is not None:
+            self._tasks.append(loop.create_task(self._push_loop(), name="events-push"))
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+
+    async def _follow(self) -> None:
+        while True:
+            interval = SAFETY_POLL if self._push_up and self.healthy else FAST_POLL
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=interval)
+            self._wake.clear()
+            try:
+                await self.read()
+            except Exception as exc:
+                if self.healthy:
+                    log.warning("change-event log unreadable: key cache entries now live "
+                                "one second", error=str(exc))
+                self._set_health(False)
+            EVENTS_LAG.set(time.monotonic() - self._last_read)
+
+    async def read(self) -> int:
+        """Apply every event after the last one seen; returns how many."""
+        applied = 0
+        async with self._engine.connect() as conn:
+            while True:
+                batch = await events.read_after(conn, self._seq)
+                for seq, event in batch:
+                    self._dispatch(event)
+                    self._seq = seq
+                applied += len(batch)
+                if len(batch) < 1000:
+                    break
+        if not self.healthy:
+            if time.monotonic() - self._last_read > KEEP.total_seconds() / 2:
+                self._dispatch(Event(Kind.ALL))  # events may have been pruned meanwhile
+            log.info("change-event log readable again")
+            self._set_health(True)
+        self._last_read = time.monotonic()
+        return applied
+
+    async def _push_loop(self) -> None:
+        assert self._push is not None
+        delay = 0.5
+        while True:
+            try:
+                self._push_up = True
+                await self._push(self._wake.set)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("event push channel lost; polling every 0.1 s", error=str(exc))
+            self._push_up = False
+            self._wake.set()  # read what may have been missed while it was down
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    async def _prune_loop(self) -> None:
+        while True:
+            await asyncio.sleep(PRUNE_EVERY)
+            try:
+                async with self._engine.begin() as conn:
+                    await events.prune(conn, KEEP)
+            except Exception as exc:
+                log.warning("pruning change events failed", error=str(exc))
+
+    def _dispatch(self, event: Event) -> None:
+        for handler in self._handlers:
+            try:
+                handler(event)
+            except Exception:  # one bad handler must not stop the others
+                log.exception("change event handler failed", kind=event.kind.value)
+
+    def _set_health(self, healthy: bool) -> None:
+        changed = healthy != self.healthy
+        self.healthy = healthy
+        EVENTS_HEALTHY.set(1 if healthy else 0)
+        if changed:
+            for handler in self._health_handlers:
+                handler(healthy)
+
+    def status(self) -> dict[str, Any]:
+        return {"healthy": self.healthy, "push": self.push_kind,
+                "push_up": self._push_up,
+                "seconds_since_read": round(time.monotonic() - self._last_read, 3)}
+
+
+def postgres_push(engine: AsyncEngine) -> Push:
+    """Wake on ``NOTIFY apikm_events``: a dedicated asyncpg connection, outside the pool."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+    async def listen(wake: Callable[[], None]) -> None:
+        conn = await asyncpg.connect(dsn)
+        lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def closed(_conn: object) -> None:
+            if not lost.done():
+                lost.set_exception(ConnectionError("LISTEN connection closed"))
+
+        conn.add_termination_listener(closed)
+        try:
+            await conn.add_listener(events.CHANNEL, lambda *_args: wake())
+            wake()  # catch up on whatever came before the listener was in place
+            while True:
+                # A silent network loss does not close the socket: check it now and then.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(lost), timeout=5.0)
+                await conn.execute("SELECT 1")
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), timeout=2.0)
+
+    return listen

@@ -1,0 +1,186 @@
+"""The gateway path, socket to answer: ``ANY /v1/auth`` and ``POST /v1/verify``.
+
+Every request a gateway protects comes through here, so these two routes skip the framework
+entirely (no middleware stack, no Request object, no dependency injection): ``Gateway`` is
+the outermost ASGI app, answers them itself and hands every other path to the FastAPI app.
+The whole path is::
+
+    Gateway.__call__ -> auth()/verify() -> Verifier.verify() -> send()
+
+What forward auth decides (where the key is, roles, answer headers) is in
+``forward_auth.py``; the verification itself in ``apikm.verify``. Requests are logged off
+the event loop by ``GatewayLog`` (denials by default: the gateway logs every request).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import structlog
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from apikm.config import Settings
+from apikm.tokens.upstream import UpstreamTokens
+from apikm.verify.codes import Code
+from apikm.verify.limiter import LimiterConfigError
+from apikm.verify.verifier import Verification, identity_json
+from apikm.web.context import AppContext
+from apikm.web.forward_auth import (
+    JSON_TYPE,
+    NO_STORE,
+    ForwardAuthRules,
+    Headers,
+    parse_query,
+    required_roles,
+)
+from apikm.web.gateway_log import GatewayLog
+from apikm.web.verify_body import BadVerifyRequest, parse_verify_body
+
+log = structlog.get_logger(__name__)
+
+AUTH_PATH = "/v1/auth"
+VERIFY_PATH = "/v1/verify"
+_VALID_HEAD = b'{"valid": true, "code": "VALID", '
+
+
+class Gateway:
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app  # everything that is not the gateway path
+        self.ctx: AppContext | None = None  # set by the app's lifespan
+        self.upstream: UpstreamTokens | None = None  # likewise: JWTs for ?jwt=1
+        self.rules = ForwardAuthRules(settings)
+        self.log = GatewayLog(settings.gateway_access_log)
+        self._max_body = settings.max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path = scope["path"]
+            if path == AUTH_PATH or path.startswith("/v1/auth/"):  # Envoy appends the path
+                await self.auth(scope, send)
+                return
+            if path == VERIFY_PATH:
+                await self.verify(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    # --- ANY /v1/auth --------------------------------------------------------------------
+    async def auth(self, scope: Scope, send: Send) -> None:
+        """Exactly 200, 401, 403 or 429: proxies turn anything else into their own 500."""
+        started = time.perf_counter()
+        try:
+            status, headers, body, code = await self._auth(scope)
+        except Exception as exc:  # never a 5xx, deny closed
+            log.error("forward auth failed", error_type=type(exc).__name__)
+            status, code = 403, "unavailable"
+            headers, body = self.rules.denial(status, code)
+        await _send(send, status, headers, body)
+        self.log.record(scope, status, code, started)
+
+    async def _auth(self, scope: Scope) -> tuple[int, Headers, bytes, str]:
+        assert self.ctx is not None
+        headers: dict[bytes, bytes] = dict(scope["headers"])
+        query = parse_query(scope["query_string"])
+        key = self.rules.find_key(headers, query)
+        if key is None:
+            return (401, *self.rules.denial(401, "missing_key"), "missing_key")
+        roles = required_roles(query, headers)
+        if roles is None:
+            return (403, *self.rules.denial(403, "bad_roles"), "bad_roles")
+        client_ip = self.ctx.addresses.resolve(scope, headers)
+        result = await self.ctx.verifier.verify(key, client_ip=client_ip, limiter_id=client_ip,
+                                                required_roles=roles, endpoint="auth")
+        record = result.record
+        if result.valid and record is not None:
+            answer = self.rules.identity_headers(record)
+            if self.rules.always_jwt or self.rules.wants_jwt(query):
+                assert self.upstream is not None
+                bearer = (await self.upstream.authorization_for(record)).encode()
+                answer = [*answer, (b"authorization", bearer), (b"x-auth-token", bearer)]
+            return 200, answer, b"", "VALID"
+        status = self.rules.status_for(result.code)
+        retry = (result.retry_after or 60) if status == 429 else None
+        return (status, *self.rules.denial(status, result.code.value, retry), result.code.value)
+
+    # --- POST /v1/verify -----------------------------------------------------------------
+    async def verify(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Always 200 with ``{"valid", "code", ...}``; 400 for a malformed body, 405, 413,
+        or 503 when the database or the limiter storage cannot answer."""
+        started = time.perf_counter()
+        try:
+            status, headers, body, code = await self._verify(scope, receive)
+        except (SQLAlchemyError, OSError, LimiterConfigError) as exc:
+            log.error("verification unavailable", error_type=type(exc).__name__)
+            status, code = 503, "unavailable"
+            headers, body = _error(503, code, "verification is unavailable; retry shortly")
+        await _send(send, status, headers, body)
+        self.log.record(scope, status, code, started)
+
+    async def _verify(self, scope: Scope, receive: Receive) -> tuple[int, Headers, bytes, str]:
+        assert self.ctx is not None
+        if scope["method"] != "POST":
+            return (405, *_error(405, "method_not_allowed", "use POST"), "method_not_allowed")
+        raw = await _read_body(receive, self._max_body)
+        if raw is None:
+            message = f"request body exceeds {self._max_body} bytes"
+            return (413, *_error(413, "payload_too_large", message), "payload_too_large")
+        try:
+            key, required, claimed_ip = parse_verify_body(raw)
+        except BadVerifyRequest as exc:
+            return (400, *_error(400, "invalid_request", str(exc)), "invalid_request")
+        client = scope.get("client")
+        peer: str = client[0] if client else ""
+        # A trusted gateway (judged by the TCP peer, never by forwarded headers) speaks for
+        # its clients: their address is checked against the key's networks and counted by
+        # the failure limiter. Anyone else is judged by their own address.
+        if claimed_ip and self.ctx.addresses.is_trusted(peer):
+            client_ip = claimed_ip
+        else:
+            client_ip = self.ctx.addresses.resolve(scope)
+        result = await self.ctx.verifier.verify(key, client_ip=client_ip, limiter_id=client_ip,
+                                                required_roles=required)
+        headers = [JSON_TYPE, NO_STORE]
+        if result.code is Code.RATE_LIMITED and result.retry_after:
+            headers.append((b"retry-after", str(result.retry_after).encode()))
+        return 200, headers, verification_body(result), result.code.value
+
+
+def verification_body(result: Verification) -> bytes:
+    """The JSON answer; a VALID one is serialised once per cached record."""
+    record = result.record
+    if result.valid and record is not None:
+        body: bytes | None = record.memo.get("valid_body")
+        if body is None:
+            identity = json.dumps(identity_json(record), separators=(", ", ": "))
+            body = record.memo["valid_body"] = _VALID_HEAD + identity[1:].encode()
+        return body
+    return json.dumps(result.to_json()).encode()
+
+
+def _error(status: int, error: str, message: str) -> tuple[Headers, bytes]:
+    return [JSON_TYPE, NO_STORE], json.dumps({"error": error, "message": message}).encode()
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole body, or None once it exceeds ``limit``."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+async def _send(send: Send, status: int, headers: Headers, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
