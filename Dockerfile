@@ -4,7 +4,9 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN python -m pip wheel --no-cache-dir --wheel-dir /wheels .
+# With the redis extra: replicas share limits and wake each other through Redis when
+# APIKM_RATE_LIMIT_STORAGE=redis://... is set.
+RUN python -m pip wheel --no-cache-dir --wheel-dir /wheels ".[redis]"
 
 FROM python:3.11-slim
 RUN useradd --system --uid 10001 --home-dir /var/lib/apikm --create-home apikm

@@ -9,6 +9,8 @@ packages=(
   nginx caddy      # gateways in front of apikm (forward auth)
   gdal-bin         # gdalinfo through a gateway, as GIS users do
   chromium         # the web UI tests (Playwright drives Debian's Chromium)
+  redis-server     # shared limits and invalidation across replicas (tests start their own)
+  wrk              # the benchmarks under bench/ (run on demand)
   curl
 )
 
@@ -28,6 +30,6 @@ $sudo apt-get update -q
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 # Tests start their own nginx/PostgreSQL on free loopback ports: stop the distribution's
 # services so they hold no ports and no CPU.
-for service in nginx postgresql caddy; do
+for service in nginx postgresql caddy redis-server; do
   $sudo service "$service" stop >/dev/null 2>&1 || true
 done

@@ -50,11 +50,22 @@ def serve(
     import uvicorn
 
     settings = _settings()
+    _check_limiter_storage(settings)
     if migrate:
         _migrate(settings)
     uvicorn.run("apikm.web.app:app_factory", factory=True, host=host or settings.host,
                 port=port or settings.port, workers=workers, access_log=False,
                 log_config=None, proxy_headers=False, server_header=False)
+
+
+def _check_limiter_storage(settings: Settings) -> None:
+    from apikm.verify.limiter import LimiterConfigError, preflight
+
+    try:
+        preflight(settings.rate_limit_storage)
+    except LimiterConfigError as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()

@@ -4,9 +4,10 @@ another one, the sync, the CLI) reaches every cache in well under a second.
 The log table is the truth: events are written in the transaction of the change, so none
 is lost and none announces a change that rolled back. Replicas read it:
 
-* woken at once by PostgreSQL ``LISTEN`` (or Redis pub/sub when configured), with a slow
-  safety poll (``SAFETY_POLL``) while the push channel is up;
-* by polling every ``FAST_POLL`` seconds when there is no push channel (SQLite) or it is down.
+* woken at once by PostgreSQL ``LISTEN`` (delivered on commit, so nothing is missed while
+  the listening connection is up: the poll slows to ``SAFETY_POLL`` then), and by Redis
+  pub/sub when configured (published after commit by the replica that made the change);
+* by polling every ``FAST_POLL`` seconds otherwise (SQLite, or the LISTEN connection down).
 
 A replica that cannot read the log says so (``healthy`` false, in ``/readyz`` and
 ``apikm_cluster_events_healthy``) and its key cache falls back to a one-second lifetime,
@@ -19,7 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -50,21 +52,29 @@ HealthHandler = Callable[[bool], None]
 Push = Callable[[Callable[[], None]], Awaitable[None]]
 
 
+@dataclass(frozen=True)
+class Channel:
+    """A way for replicas to wake each other up."""
+
+    name: str
+    listen: Push
+    announce: Callable[[], Awaitable[None]] | None = None  # after a local commit
+    complete: bool = False  # every committed event wakes listeners (PostgreSQL NOTIFY)
+
+
 class EventBus:
-    def __init__(self, engine: AsyncEngine, push: Push | None = None,
-                 announce: Callable[[], Awaitable[None]] | None = None) -> None:
+    def __init__(self, engine: AsyncEngine, channels: Sequence[Channel] = ()) -> None:
         self._engine = engine
-        self._push = push
-        self._announce = announce  # tells other replicas to read now (Redis publish)
+        self._channels = tuple(channels)
+        self._announcers = [c.announce for c in channels if c.announce is not None]
         self._handlers: list[Handler] = []
         self._health_handlers: list[HealthHandler] = []
         self._seq = 0
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._push_up = False
+        self._up: dict[str, bool] = {c.name: False for c in channels}
         self._last_read = time.monotonic()
         self.healthy = True
-        self.push_kind = "none"
 
     def subscribe(self, handler: Handler) -> None:
         self._handlers.append(handler)
@@ -77,7 +87,7 @@ class EventBus:
         """A change this process just committed (with ``events.emit`` in its transaction):
         apply it here at once, and ask the other replicas to read the log now."""
         self._dispatch(Event(kind, ref))
-        if self._announce is not None:
+        if self._announcers:
             task = asyncio.get_running_loop().create_task(self._announce_quietly())
             self._tasks.append(task)
             task.add_done_callback(self._tasks.remove)
@@ -86,14 +96,14 @@ class EventBus:
         """Write an event in its own transaction (used for address blocks)."""
         async with self._engine.begin() as conn:
             await events.emit(conn, event.kind, event.ref, event.until)
-        if self._announce is not None:
-            await self._announce_quietly()
+        await self._announce_quietly()
 
     async def _announce_quietly(self) -> None:
-        try:
-            await self._announce()  # type: ignore[misc]
-        except Exception as exc:  # the safety poll still delivers
-            log.warning("event announce failed", error=str(exc))
+        for announce in self._announcers:
+            try:
+                await announce()
+            except Exception as exc:  # the poll still delivers
+                log.warning("event announce failed", error=str(exc))
 
     # --- following the log ---------------------------------------------------------------
     async def start(self) -> None:
@@ -110,8 +120,9 @@ class EventBus:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._follow(), name="events-follow"),
                        loop.create_task(self._prune_loop(), name="events-prune")]
-        if self._push is not None:
-            self._tasks.append(loop.create_task(self._push_loop(), name="events-push"))
+        for channel in self._channels:
+            self._tasks.append(loop.create_task(self._listen_loop(channel),
+                                                name=f"events-{channel.name}"))
 
     async def stop(self) -> None:
         for task in list(self._tasks):
@@ -123,7 +134,8 @@ class EventBus:
 
     async def _follow(self) -> None:
         while True:
-            interval = SAFETY_POLL if self._push_up and self.healthy else FAST_POLL
+            complete = any(self._up[c.name] for c in self._channels if c.complete)
+            interval = SAFETY_POLL if complete and self.healthy else FAST_POLL
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=interval)
             self._wake.clear()
@@ -156,18 +168,18 @@ class EventBus:
         self._last_read = time.monotonic()
         return applied
 
-    async def _push_loop(self) -> None:
-        assert self._push is not None
+    async def _listen_loop(self, channel: Channel) -> None:
         delay = 0.5
         while True:
             try:
-                self._push_up = True
-                await self._push(self._wake.set)
+                self._up[channel.name] = True
+                await channel.listen(self._wake.set)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("event push channel lost; polling every 0.1 s", error=str(exc))
-            self._push_up = False
+                log.warning("event wake-up channel lost; polling every 0.1 s",
+                            channel=channel.name, error=str(exc))
+            self._up[channel.name] = False
             self._wake.set()  # read what may have been missed while it was down
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
@@ -197,12 +209,12 @@ class EventBus:
                 handler(healthy)
 
     def status(self) -> dict[str, Any]:
-        return {"healthy": self.healthy, "push": self.push_kind,
-                "push_up": self._push_up,
+        return {"healthy": self.healthy,
+                "channels": {name: "up" if up else "down" for name, up in self._up.items()},
                 "seconds_since_read": round(time.monotonic() - self._last_read, 3)}
 
 
-def postgres_push(engine: AsyncEngine) -> Push:
+def postgres_channel(engine: AsyncEngine) -> Channel:
     """Wake on ``NOTIFY apikm_events``: a dedicated asyncpg connection, outside the pool."""
     import asyncpg  # type: ignore[import-untyped]
 
@@ -229,4 +241,31 @@ def postgres_push(engine: AsyncEngine) -> Push:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.close(), timeout=2.0)
 
-    return listen
+    return Channel("postgresql", listen, complete=True)
+
+
+REDIS_CHANNEL = "apikm:events"
+
+
+def redis_channel(url: str) -> Channel:
+    """Wake on a Redis pub/sub message, published by the replica that made a change."""
+    import redis.asyncio as redis  # the apikm[redis] extra; checked before serving
+
+    client = redis.Redis.from_url(url, health_check_interval=5, socket_connect_timeout=2)
+
+    async def listen(wake: Callable[[], None]) -> None:
+        pubsub = client.pubsub()
+        try:
+            await pubsub.subscribe(REDIS_CHANNEL)
+            wake()  # catch up on whatever came before the subscription
+            async for message in pubsub.listen():
+                if message.get("type") == "message":
+                    wake()
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def announce() -> None:
+        await client.publish(REDIS_CHANNEL, b"")
+
+    return Channel("redis", listen, announce)

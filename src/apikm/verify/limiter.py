@@ -8,11 +8,17 @@ uses up its allowance it is blocked here and announced to every replica through 
 change-event log, so a limit holds across replicas and workers, with or without Redis.
 
 IPv6 clients are grouped by /64 (one host usually owns the whole /64); IPv4 by address.
-Per-key rate limits use the same sliding-window counter: O(1) time and memory per key.
+With several replicas on PostgreSQL and no Redis, failures are counted in PostgreSQL instead
+(``failure_counter.py``), so the count is shared exactly there too.
+
+Per-key rate limits use the same sliding-window counter: O(1) time and memory per key. They
+are shared across replicas through Redis; without it each replica enforces a key's limit
+on its own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import ipaddress
 import time
@@ -22,6 +28,8 @@ from limits import RateLimitItem, parse
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.errors import ConfigurationError
 from limits.storage import storage_from_string
+
+from apikm.verify.failure_counter import SharedFailureCounter
 
 MAX_BLOCKED_ENTRIES = 100_000
 
@@ -44,6 +52,33 @@ def async_storage(uri: str) -> object:
             "pip install 'apikm[redis]'") from None
 
 
+def preflight(storage_uri: str) -> None:
+    """Before serving: the storage's client library is there and Redis answers."""
+    async_storage(storage_uri)
+    url = redis_url_of(storage_uri)
+    if url is None:
+        return
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3).ping()
+    except redis.RedisError as exc:
+        raise LimiterConfigError(
+            f"APIKM_RATE_LIMIT_STORAGE: Redis at {_without_password(url)} does not answer "
+            f"({exc}); start it or correct the URL") from None
+
+
+def _without_password(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.rpartition('@')[2]}"
+
+
+def redis_url_of(storage_uri: str) -> str | None:
+    """The redis-py URL of a ``limits`` Redis storage URI, else None."""
+    uri = storage_uri.removeprefix("async+")
+    return uri if uri.startswith(("redis://", "rediss://")) else None
+
+
 @functools.lru_cache(maxsize=65536)
 def address_group(address: str) -> str:
     """What the failure limit counts: an IPv4 address, or the /64 of an IPv6 address."""
@@ -60,13 +95,17 @@ def address_group(address: str) -> str:
 
 class Limiter:
     def __init__(self, failure_limit: str, storage_uri: str,
-                 on_block: Callable[[str, float], None] = lambda _group, _until: None) -> None:
+                 on_block: Callable[[str, float], None] = lambda _group, _until: None,
+                 shared: SharedFailureCounter | None = None) -> None:
         self.storage = async_storage(storage_uri)
         self._strategy = SlidingWindowCounterRateLimiter(self.storage)  # type: ignore[arg-type]
         self._failures = parse(failure_limit)
         self._key_limits: dict[str, RateLimitItem] = {}
         self._blocked: dict[str, float] = {}  # address group -> blocked until (epoch)
         self._on_block = on_block
+        self._shared = shared
+        self._next_prune = 0.0
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def check_storage(self) -> None:
         """Fail at start, with a clear message, when shared storage is unreachable."""
@@ -93,12 +132,27 @@ class Limiter:
         return int(remaining) + 1
 
     async def record_failure(self, group: str) -> None:
-        await self._strategy.hit(self._failures, "fail", group)
-        reset, remaining = await self._strategy.get_window_stats(self._failures, "fail", group)
-        if remaining <= 0:
+        if self._shared is not None:
+            count, reset = await self._shared.hit(group)
+            exhausted = count >= self._failures.amount
+            self._prune_now_and_then()
+        else:
+            await self._strategy.hit(self._failures, "fail", group)
+            reset, remaining = await self._strategy.get_window_stats(self._failures, "fail",
+                                                                     group)
+            exhausted = remaining <= 0
+        if exhausted:
             until = max(reset, time.time() + 1.0)
             self.block(group, until)
             self._on_block(group, until)
+
+    def _prune_now_and_then(self) -> None:
+        now = time.time()
+        if now >= self._next_prune and self._shared is not None:
+            self._next_prune = now + 60
+            task = asyncio.get_running_loop().create_task(self._shared.prune())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     def block(self, group: str, until: float) -> None:
         """Blocked here until ``until``: from this replica's count or another's event."""

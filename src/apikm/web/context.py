@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import httpx
+from limits import parse as parse_rate_limit
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from apikm.cluster.bus import EventBus, postgres_push
+from apikm.cluster.bus import EventBus, postgres_channel, redis_channel
 from apikm.cluster.events import Event, Kind
 from apikm.config import Settings
 from apikm.db import create_engine
@@ -18,7 +19,8 @@ from apikm.identity.tokens import TokenValidator
 from apikm.keys.hashing import PepperRing, load_or_create_pepper_file, parse_peppers
 from apikm.keys.policy import LifetimePolicy
 from apikm.keys.service import KeyPolicy, KeyService
-from apikm.verify.limiter import Limiter
+from apikm.verify.failure_counter import SharedFailureCounter
+from apikm.verify.limiter import Limiter, redis_url_of
 from apikm.verify.store import KeyStore
 from apikm.verify.usage import UsageRecorder
 from apikm.verify.verifier import Verifier
@@ -58,16 +60,20 @@ def pepper_ring(settings: Settings) -> PepperRing:
     return load_or_create_pepper_file(settings.data_dir / "pepper")
 
 
-def build_bus(engine: AsyncEngine) -> EventBus:
+def build_bus(engine: AsyncEngine, settings: Settings) -> EventBus:
+    channels = []
     if engine.dialect.name == "postgresql":
-        bus = EventBus(engine, push=postgres_push(engine))
-        bus.push_kind = "postgresql"
-        return bus
-    return EventBus(engine)
+        channels.append(postgres_channel(engine))
+    redis_url = redis_url_of(settings.rate_limit_storage)
+    if redis_url is not None:
+        channels.append(redis_channel(redis_url))
+    return EventBus(engine, channels)
 
 
-def build_limiter(settings: Settings, bus: EventBus) -> Limiter:
-    """Blocks are announced to every replica (and taken from them) through the bus."""
+def build_limiter(settings: Settings, bus: EventBus, engine: AsyncEngine) -> Limiter:
+    """Blocks are announced to every replica (and taken from them) through the bus.
+    Failures are counted in Redis when configured, else in PostgreSQL when the database is
+    shared, else in memory."""
     tasks: set[asyncio.Task[None]] = set()
 
     def announce(group: str, until: float) -> None:
@@ -76,7 +82,12 @@ def build_limiter(settings: Settings, bus: EventBus) -> Limiter:
         tasks.add(task)  # keep a reference until it is done
         task.add_done_callback(tasks.discard)
 
-    limiter = Limiter(settings.rate_limit, settings.rate_limit_storage, on_block=announce)
+    shared = None
+    if engine.dialect.name == "postgresql" and redis_url_of(settings.rate_limit_storage) is None:
+        window = int(parse_rate_limit(settings.rate_limit).get_expiry())
+        shared = SharedFailureCounter(engine, window)
+    limiter = Limiter(settings.rate_limit, settings.rate_limit_storage, on_block=announce,
+                      shared=shared)
 
     def take_block(event: Event) -> None:
         if event.kind is Kind.BLOCK and event.until is not None:
@@ -90,7 +101,7 @@ def build_context(settings: Settings) -> AppContext:
     engine = create_engine(settings.effective_database_url)
     http = httpx.AsyncClient(headers={"User-Agent": "apikm"})
     peppers = pepper_ring(settings)
-    bus = build_bus(engine)
+    bus = build_bus(engine, settings)
     store = KeyStore(engine, settings.cache_ttl_seconds, settings.cache_max_keys)
     bus.subscribe(store.on_event)
     bus.on_health(store.on_health)
@@ -110,7 +121,7 @@ def build_context(settings: Settings) -> AppContext:
         tokens=TokenValidator(settings.issuer, settings.oidc_audience, http,
                               settings.token_leeway_seconds),
         keys=KeyService(engine, rules, peppers, on_change=bus.applied),
-        verifier=Verifier(settings.key_prefix, peppers, store, build_limiter(settings, bus),
+        verifier=Verifier(settings.key_prefix, peppers, store, build_limiter(settings, bus, engine),
                           usage, max_staleness=settings.max_staleness),
         usage=usage,
         addresses=ClientAddressResolver(settings.trusted_proxies),

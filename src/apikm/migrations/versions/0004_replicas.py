@@ -1,4 +1,5 @@
-"""Change events followed by every replica (cache invalidation, shared address blocks).
+"""What replicas share: change events (cache invalidation, address blocks) and, without
+Redis, the failure counts of the brute-force limiter.
 
 Revision ID: 0004
 Revises: 0003
@@ -29,8 +30,16 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("seq", name="pk_cluster_events"),
     )
     op.create_index("ix_cluster_events_at", "cluster_events", ["at"])
+    op.create_table(
+        "failure_counts",
+        sa.Column("address_group", sa.String(64), nullable=False),
+        sa.Column("window_start", sa.BigInteger(), nullable=False),
+        sa.Column("count", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("address_group", "window_start", name="pk_failure_counts"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("failure_counts")
     op.drop_index("ix_cluster_events_at", table_name="cluster_events")
     op.drop_table("cluster_events")
