@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     # --- service -------------------------------------------------------------------------
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64, description="worker processes of apikm serve")
     public_url: str = Field("", description="External base URL; default http://host:port")
     data_dir: Path = Path("var")
     database_url: str = ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Sequence
 
@@ -9,6 +10,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+@functools.lru_cache(maxsize=65536)  # on every gated request: client addresses repeat
 def parse_address(text: str | None) -> IPAddress | None:
     """The address, with "::ffff:10.1.2.3" read as 10.1.2.3 (dual-stack sockets report
     IPv4 peers that way); None for anything that is not an address."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -28,6 +29,10 @@ class ApikmServer:
     def log_text(self) -> str:
         return self.log_file.read_text(errors="replace")
 
+    def kill(self) -> None:
+        """SIGKILL the server and its workers, as a crashed node would go."""
+        os.killpg(self.pid, signal.SIGKILL)
+
 
 @contextmanager
 def apikm_server(database_url: str | None, keycloak_url: str, realm: str = "demo",
@@ -50,8 +55,10 @@ def apikm_server(database_url: str | None, keycloak_url: str, realm: str = "demo
     }
     log_file = data_dir / "apikm.log"
     with log_file.open("wb") as log:
+        # Its own process group: the server's workers go with it, whatever happens.
         process = subprocess.Popen([sys.executable, "-m", "apikm.cli", "serve"], env=env,
-                                   stdout=log, stderr=subprocess.STDOUT)
+                                   stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
     server = ApikmServer(f"http://127.0.0.1:{port}", db_url, data_dir, log_file, env,
                          process.pid)
     try:
@@ -64,3 +71,5 @@ def apikm_server(database_url: str | None, keycloak_url: str, realm: str = "demo
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             process.kill()
+        with contextlib.suppress(ProcessLookupError):  # no worker may outlive the test
+            os.killpg(process.pid, signal.SIGKILL)

@@ -85,20 +85,23 @@ def _running(process: subprocess.Popen[bytes], port: int, log: Path, work: Path,
 
 
 @contextmanager
-def nginx_gateway(apikm_url: str, upstream_url: str, extra: str = "") -> Iterator[Gateway]:
-    """nginx with deploy/nginx/apikm.conf; ``extra`` is added to its server block, with
-    ``{srv}`` standing for the served tree."""
+def nginx_gateway(apikm_url: str, upstream_url: str, extra: str = "", http_extra: str = "",
+                  site_file: str = "apikm.conf") -> Iterator[Gateway]:
+    """nginx with ``deploy/nginx/<site_file>``; ``extra`` is added to its server block and
+    ``http_extra`` before it (http level), with ``{srv}`` standing for the served tree."""
     srv = _world_readable_tree()
     work = Path(tempfile.mkdtemp(prefix="apikm-nginx-"))
     port = free_port()
-    site = (DEPLOY / "nginx" / "apikm.conf").read_text()
+    site = (DEPLOY / "nginx" / site_file).read_text()
     site = (site.replace("127.0.0.1:8000", _host_port(apikm_url))
                 .replace("127.0.0.1:9000", _host_port(upstream_url))
                 .replace("listen 8080;", f"listen 127.0.0.1:{port};")
-                .replace("root /srv;", f"root {srv};"))
+                .replace("root /srv;", f"root {srv};")
+                .replace("/var/cache/nginx/apikm", f"{work}/cache"))
     if extra:
         end = site.rindex("}")
         site = site[:end] + extra.replace("{srv}", str(srv)) + "\n" + site[end:]
+    site = http_extra.replace("{srv}", str(srv)) + "\n" + site
     (work / "apikm.conf").write_text(site)
     temp = "\n".join(f"    {kind}_temp_path {work}/{kind};"
                      for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))

@@ -47,8 +47,17 @@ def encode_base62(number: int, width: int) -> str:
     return "".join(reversed(digits))
 
 
+# Every pair of base62 digits, so a 6-digit checksum is three look-ups instead of six
+# divisions (it is computed for every verification).
+_PAIRS = [a + b for a in ALPHABET for b in ALPHABET]
+_PAIR_SPAN = 62 * 62
+
+
 def checksum(text: str) -> str:
-    return encode_base62(zlib.crc32(text.encode("ascii")), CHECKSUM_LENGTH)
+    """CRC32 of ``text`` as 6 base62 digits (same as ``encode_base62(crc, 6)``)."""
+    crc = zlib.crc32(text.encode("ascii"))
+    high, low = divmod(crc, _PAIR_SPAN)
+    return _PAIRS[high // _PAIR_SPAN] + _PAIRS[high % _PAIR_SPAN] + _PAIRS[low]
 
 
 def generate_key(prefix: str, public_id: str | None = None) -> ParsedKey:

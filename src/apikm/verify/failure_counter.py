@@ -1,4 +1,5 @@
-"""Failed verifications counted in PostgreSQL, so replicas without Redis share one count.
+"""Failed verifications counted in the database, so replicas (or the workers of one
+``apikm serve``) without Redis share one count.
 
 A sliding-window counter, as ``limits`` computes it: this fixed window's count plus the
 previous window's, weighted by how much of it still lies within the sliding window. One
@@ -11,9 +12,9 @@ from __future__ import annotations
 import time
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from apikm.db import upsert
 from apikm.verify.tables import failure_counts
 
 
@@ -26,12 +27,13 @@ class SharedFailureCounter:
         """Count one failure; returns (weighted count now, when the window moves on)."""
         now = time.time()
         start = int(now // self._window) * self._window
-        upsert = insert(failure_counts).values(address_group=group, window_start=start, count=1)
-        upsert = upsert.on_conflict_do_update(
-            index_elements=["address_group", "window_start"],
-            set_={"count": failure_counts.c.count + 1})
+        row = {"address_group": group, "window_start": start, "count": 1}
         async with self._engine.begin() as conn:
-            current = await conn.scalar(upsert.returning(failure_counts.c.count))
+            count_one = upsert(conn.dialect.name, failure_counts).values(row)
+            count_one = count_one.on_conflict_do_update(
+                index_elements=["address_group", "window_start"],
+                set_={"count": failure_counts.c.count + 1})
+            current = await conn.scalar(count_one.returning(failure_counts.c.count))
             previous = await conn.scalar(sa.select(failure_counts.c.count).where(
                 failure_counts.c.address_group == group,
                 failure_counts.c.window_start == start - self._window)) or 0

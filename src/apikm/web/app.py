@@ -6,6 +6,7 @@ The outermost ASGI app is ``Gateway``: it answers the gateway path (``/v1/auth``
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -38,6 +39,12 @@ def create_app(settings: Settings | None = None) -> Gateway:
         gateway.upstream = app.state.tokens.upstream
         await ctx.start()
         start_or_explain(ctx.sync, settings)
+        # Everything built so far (framework, routes, settings, pools) lives as long as the
+        # process: move it out of the collector's sight, so a full collection walks only
+        # what requests allocate. Without this, full passes over the few hundred thousand
+        # start-up objects stalled the gateway path for 30-80 ms every few seconds.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

@@ -72,8 +72,8 @@ def build_bus(engine: AsyncEngine, settings: Settings) -> EventBus:
 
 def build_limiter(settings: Settings, bus: EventBus, engine: AsyncEngine) -> Limiter:
     """Blocks are announced to every replica (and taken from them) through the bus.
-    Failures are counted in Redis when configured, else in PostgreSQL when the database is
-    shared, else in memory."""
+    Failures are counted in Redis when configured, else in the database when it is shared
+    (PostgreSQL, or several workers on one SQLite file), else in memory."""
     tasks: set[asyncio.Task[None]] = set()
 
     def announce(group: str, until: float) -> None:
@@ -83,7 +83,8 @@ def build_limiter(settings: Settings, bus: EventBus, engine: AsyncEngine) -> Lim
         task.add_done_callback(tasks.discard)
 
     shared = None
-    if engine.dialect.name == "postgresql" and redis_url_of(settings.rate_limit_storage) is None:
+    shared_database = engine.dialect.name == "postgresql" or settings.workers > 1
+    if shared_database and redis_url_of(settings.rate_limit_storage) is None:
         window = int(parse_rate_limit(settings.rate_limit).get_expiry())
         shared = SharedFailureCounter(engine, window)
     limiter = Limiter(settings.rate_limit, settings.rate_limit_storage, on_block=announce,

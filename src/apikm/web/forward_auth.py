@@ -187,13 +187,20 @@ def credential_from_authorization(value: str) -> str | None:
     return None
 
 
-def required_roles(query: Iterable[tuple[str, str]],
-                   headers: dict[bytes, bytes]) -> list[str] | None:
+def required_roles(query: tuple[tuple[str, str], ...],
+                   headers: dict[bytes, bytes]) -> tuple[str, ...] | None:
     """Roles from ``?role=`` and ``X-Auth-Require-Roles``; None when over the limits."""
-    roles = {value.strip() for name, value in query if name == "role" and value.strip()}
     listed = headers.get(ROLES_HEADER)
-    if listed:
-        roles.update(r.strip() for r in listed.decode("latin-1").split(",") if r.strip())
+    if not listed:
+        return _roles(query, ())  # the auth URL's query: the same on every request
+    extra = tuple(r.strip() for r in listed.decode("latin-1").split(",") if r.strip())
+    return _roles(query, extra[:MAX_ROLES + 1])
+
+
+@functools.lru_cache(maxsize=1024)
+def _roles(query: tuple[tuple[str, str], ...], extra: tuple[str, ...]) -> tuple[str, ...] | None:
+    roles = {value.strip() for name, value in query if name == "role" and value.strip()}
+    roles.update(extra)
     if len(roles) > MAX_ROLES or any(len(role) > MAX_ROLE_LENGTH for role in roles):
         return None
-    return sorted(roles)
+    return tuple(sorted(roles))
