@@ -1,0 +1,306 @@
+"""The gateway path side by side with its peers, in one run on one machine (issue 8).
+
+Starts everything itself: Keycloak (devstack), apikm as shipped (``apikm serve``: SQLite,
+granian, one worker, access log and sync on), the toy check (sha256 + dict on a bare
+Starlette route under uvicorn), Debian's nginx with ``deploy/nginx/apikm.conf`` (and the
+micro-cache variant), then prints:
+
+1. throughput and p99 at saturation (wrk -t1 -c32) of the nginx map limit, nginx static,
+   the toy, nginx -> toy, apikm /v1/auth and /v1/verify, nginx -> apikm (without and with the
+   micro-cache) and Keycloak's own token introspection, with the ratios the issue sets;
+2. latency at half of apikm's peak rate, constant rate (vegeta), and the longest stall;
+3. 10 keys against 1,000,000 keys (cache hits and database lookups), database size and RSS;
+4. the micro-cache's revocation delay.
+
+    .venv/bin/python -m bench.gateway_path [--seconds 8] [--rate-seconds 60]
+        [--keys 1000000] [--skip-keys]
+
+Absolute rates drift on a shared machine; the ratios, measured side by side, hold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+from apikm.devstack import keycloak
+from apikm.keys.hashing import parse_peppers
+from apikm.migrations import upgrade
+from bench.bulk_keys import load, seeded_keys
+from bench.loadgen import attack
+from bench.wrk import WrkResult, require_wrk, run_wrk
+from tests.support.apikm_server import ApikmServer, apikm_server
+from tests.support.echo import echo_server
+from tests.support.gateways import nginx_gateway
+from tests.support.keycloak_tokens import access_token
+from tests.support.keys import create_key, user_client
+from tests.support.ports import free_port, wait_http
+from tests.support.replicas import DEMO_SYNC_SECRET
+
+# apikm as `apikm serve` runs it out of the box (the test helper's DEBUG logs and 0.5 s
+# usage flushes are for tests): INFO logs, access log on, sync on, 5 s flushes.
+AS_SHIPPED = {"log_level": "INFO", "usage_flush_seconds": "5", "access_log": "true",
+              "oidc_client_secret": DEMO_SYNC_SECRET}
+HEADER_LUA = 'wrk.headers["X-API-Key"] = "{key}"\n'
+POST_LUA = """wrk.method = "POST"
+wrk.body = {body}
+wrk.headers["Content-Type"] = "{content_type}"
+"""
+# Cycles through a list of keys (the key-count runs), one per request.
+KEYS_LUA = """local keys = {{}}
+for line in io.lines("{path}") do keys[#keys + 1] = line end
+local i = 0
+request = function()
+  i = i % #keys + 1
+  return wrk.format("GET", nil, {{["X-API-Key"] = keys[i]}})
+end
+"""
+
+
+class Table:
+    def __init__(self, seconds: int, connections: int) -> None:
+        self.seconds, self.connections = seconds, connections
+        self.rates: dict[str, WrkResult] = {}
+
+    def run(self, name: str, url: str, lua: str | None = None) -> float:
+        result = run_wrk(url, self.seconds, self.connections, threads=1, lua=lua)
+        self.rates[name] = result
+        print(f"  {name:<44} {result.rate:>9,.0f} req/s   p99 {result.p99:>8}"
+              f"   non-2xx {result.non_2xx}", flush=True)
+        return result.rate
+
+
+def ratio_line(name: str, value: float, target: float, higher: bool = True) -> bool:
+    met = value >= target if higher else value <= target
+    sign = ">=" if higher else "<="
+    print(f"  {name:<58} {value:>7.3f}   target {sign} {target:<6} {'met' if met else 'NOT MET'}")
+    return met
+
+
+@contextlib.contextmanager
+def toy_server(key: str) -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "bench.toy:app", "--host", "127.0.0.1", "--port",
+         str(port), "--no-access-log", "--log-level", "warning"],
+        env={**os.environ, "TOY_KEY": key}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/check", ok=(401,), alive=process.poll)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def nginx_extra(key: str) -> tuple[str, str]:
+    """(server-level, http-level) additions: the map limit, a public file, the toy behind
+    auth_request, all in the same nginx as apikm's block."""
+    http_level = f"""
+map $http_x_api_key $bench_key_ok {{ "{key}" 1; default 0; }}
+upstream toy {{ server TOY; keepalive 32; }}
+"""
+    server_level = """
+    location = /limit { if ($bench_key_ok = 0) { return 401; } return 200 "ok"; }
+    location = /public/dem.tif { alias {srv}/data/dem.tif; }
+    location /toy/ { auth_request /_toy; alias {srv}/data/; }
+    location = /_toy {
+        internal;
+        proxy_pass http://toy/check;
+        proxy_pass_request_body off;
+        proxy_set_header Content-Length "";
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+    }
+"""
+    return server_level, http_level
+
+
+def keycloak_introspection_lua(token: str) -> str:
+    body = f"token={token}&client_id=apikm&client_secret={DEMO_SYNC_SECRET}"
+    return POST_LUA.format(body=json.dumps(body),
+                           content_type="application/x-www-form-urlencoded")
+
+
+def group_rss_mb(pgid: int) -> float:
+    """Resident memory of every process in a process group (the server and its workers)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid:
+                total += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+    return total / 2**20
+
+
+def database_mb(server: ApikmServer) -> float:
+    path = Path(server.database_url.split("///", 1)[1])
+    return sum(p.stat().st_size for p in path.parent.glob(path.name + "*")) / 2**20
+
+
+def throughput(options: argparse.Namespace, stack: keycloak.StackInfo) -> dict[str, float]:
+    table = Table(options.seconds, options.connections)
+    token = access_token(stack.issuer, "alice")
+    with apikm_server(None, stack.base_url, **AS_SHIPPED) as apikm, \
+            echo_server() as upstream, user_client(apikm.url, token) as alice:
+        key, _created = create_key(alice, ["analyst"])
+        server_level, http_level = nginx_extra(key)
+        with toy_server(key) as toy:
+            http_level = http_level.replace("TOY", toy.removeprefix("http://"))
+            with nginx_gateway(apikm.url, upstream, server_level, http_level) as nginx, \
+                    nginx_gateway(apikm.url, upstream,
+                                  site_file="apikm-microcache.conf") as cached:
+                for url in (f"{nginx.url}/data/dem.tif", f"{cached.url}/data/dem.tif",
+                            f"{nginx.url}/toy/dem.tif", f"{nginx.url}/limit"):
+                    answer = httpx.get(url, headers={"X-API-Key": key})
+                    assert answer.status_code == 200, (url, answer.status_code)
+                header = HEADER_LUA.format(key=key)
+                verify_body = json.dumps({"key": key, "required_roles": ["analyst"]})
+                print(f"wrk -t1 -c{options.connections} {options.seconds}s each, one run:")
+                rates = {
+                    "nginx map limit": table.run("nginx answering from a key map",
+                                                 f"{nginx.url}/limit", header),
+                    "nginx static": table.run("nginx static file, no auth",
+                                              f"{nginx.url}/public/dem.tif"),
+                    "toy": table.run("toy check (sha256 + dict, Starlette, uvicorn)",
+                                     f"{toy}/check", header),
+                    "nginx toy": table.run("nginx auth_request -> toy",
+                                           f"{nginx.url}/toy/dem.tif", header),
+                    "auth": table.run("apikm GET /v1/auth",
+                                      f"{apikm.url}/v1/auth?role=analyst", header),
+                    "verify": table.run("apikm POST /v1/verify", f"{apikm.url}/v1/verify",
+                                        POST_LUA.format(body=json.dumps(verify_body),
+                                                        content_type="application/json")),
+                    "nginx apikm": table.run("nginx auth_request -> apikm",
+                                             f"{nginx.url}/data/dem.tif", header),
+                    "nginx apikm cached": table.run("nginx -> apikm with the 1 s micro-cache",
+                                                    f"{cached.url}/data/dem.tif", header),
+                    "keycloak": table.run(
+                        "Keycloak token introspection",
+                        f"{stack.issuer}/protocol/openid-connect/token/introspect",
+                        keycloak_introspection_lua(token)),
+                    "healthz": table.run("apikm GET /healthz (FastAPI route)",
+                                         f"{apikm.url}/healthz"),
+                }
+                rates["revocation"] = microcache_revocation(alice, cached.url)
+                rates.update(constant_rate(options, apikm, key, rates["auth"]))
+    return rates
+
+
+def microcache_revocation(alice: httpx.Client, gateway: str) -> float:
+    """Seconds from revoking a key until the micro-cached nginx refuses it."""
+    key, created = create_key(alice, ["analyst"])
+    url = f"{gateway}/data/dem.tif"
+    assert httpx.get(url, headers={"X-API-Key": key}).status_code == 200
+    alice.delete(f"/v1/keys/{created['id']}").raise_for_status()
+    started = time.monotonic()
+    while httpx.get(url, headers={"X-API-Key": key}).status_code == 200:
+        time.sleep(0.02)
+    return time.monotonic() - started
+
+
+def constant_rate(options: argparse.Namespace, apikm: ApikmServer, key: str,
+                  peak: float) -> dict[str, float]:
+    rate = int(peak / 2)
+    print(f"\nconstant rate, half of apikm's peak: {rate:,} req/s on /v1/auth for "
+          f"{options.rate_seconds}s (vegeta):", flush=True)
+    result = attack(f"{apikm.url}/v1/auth?role=analyst", rate, options.rate_seconds,
+                    {"X-API-Key": key})
+    print(f"  achieved {result.rate:,.0f} req/s, {result.success:.1%} 2xx, p50 "
+          f"{result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms, max {result.max_ms:.1f} ms")
+    return {"p99 ms": result.p99_ms, "max ms": result.max_ms, "half rate": result.rate}
+
+
+def key_counts(options: argparse.Namespace, stack: keycloak.StackInfo) -> dict[str, float]:
+    """Same apikm, a database of 10 keys and one of ``--keys`` keys: hits and lookups."""
+    token = access_token(stack.issuer, "alice")
+    claims = httpx.get(f"{stack.issuer}/protocol/openid-connect/userinfo",
+                       headers={"Authorization": f"Bearer {token}"}).json()
+    owner = {"user_id": claims["sub"], "username": "alice", "email": claims.get("email"),
+             "roles": ["analyst"], "groups": []}
+    peppers_spec = "b1:bench-pepper-0123456789abcdef"
+    peppers = parse_peppers(peppers_spec)
+    table = Table(options.seconds, options.connections)
+    results: dict[str, float] = {}
+    print(f"\nkey count, wrk -t1 -c{options.connections} {options.seconds}s each "
+          "(sync off for both: the bulk keys' owner is only in this database):")
+    for count in (10, options.keys):
+        folder = Path(tempfile.mkdtemp(prefix="apikm-keys-"))
+        database = f"sqlite+aiosqlite:///{folder / 'apikm.db'}"
+        upgrade(database)
+        started = time.monotonic()
+        keys = seeded_keys("apikm", count)
+        load(f"sqlite:///{folder / 'apikm.db'}", peppers, owner, keys, progress=count > 10)
+        loaded = time.monotonic() - started
+        sample = folder / "keys.txt"
+        sample.write_text("\n".join(keys[:100_000]) + "\n")
+        for mode, ttl in (("hit", "5"), ("lookup", "0")):
+            with apikm_server(database, stack.base_url, peppers=peppers_spec,
+                              sync_enabled="false", cache_ttl_seconds=ttl,
+                              log_level="WARNING") as server:
+                working_set = keys[:1000] if mode == "hit" else keys[:100_000]
+                (folder / "set.txt").write_text("\n".join(working_set) + "\n")
+                lua = KEYS_LUA.format(path=folder / "set.txt")
+                results[f"{mode} {count}"] = table.run(
+                    f"{count:>9,} keys, {'cache hits' if mode == 'hit' else 'db lookups'}",
+                    f"{server.url}/v1/auth", lua)
+                if mode == "hit":
+                    results[f"rss {count}"] = group_rss_mb(server.pid)
+                    results[f"db {count}"] = database_mb(server)
+        print(f"  {count:>9,} keys: loaded in {loaded:.1f} s, database "
+              f"{results[f'db {count}']:.1f} MB, apikm RSS {results[f'rss {count}']:.0f} MB")
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rate-seconds", type=int, default=60)
+    parser.add_argument("--keys", type=int, default=1_000_000)
+    parser.add_argument("--skip-keys", action="store_true")
+    options = parser.parse_args()
+    require_wrk()
+    stack = keycloak.up()
+    r = throughput(options, stack)
+    k = {} if options.skip_keys else key_counts(options, stack)
+    print("\nratios (one run, side by side):")
+    met = [
+        ratio_line("apikm /v1/auth / toy", r["auth"] / r["toy"], 0.9),
+        ratio_line("apikm /v1/verify / toy", r["verify"] / r["toy"], 0.9),
+        ratio_line("nginx -> apikm / nginx -> toy", r["nginx apikm"] / r["nginx toy"], 0.9),
+        ratio_line("apikm /v1/auth / Keycloak introspection", r["auth"] / r["keycloak"], 5),
+        ratio_line("nginx -> apikm (micro-cache) / nginx static",
+                   r["nginx apikm cached"] / r["nginx static"], 0.5),
+        ratio_line("micro-cache: seconds until a revoked key is refused", r["revocation"], 1.0,
+                   higher=False),
+        ratio_line("p99 ms at half of peak (constant rate)", r["p99 ms"], 5.0, higher=False),
+        ratio_line(f"longest request ms in {options.rate_seconds}s at half of peak",
+                   r["max ms"], 20.0, higher=False),
+    ]
+    print(f"  {'(for scale) nginx map limit / nginx static':<58} "
+          f"{r['nginx map limit'] / r['nginx static']:>7.3f}")
+    print(f"  {'(for scale) apikm /healthz (FastAPI) / toy':<58} {r['healthz'] / r['toy']:>7.3f}")
+    if k:
+        many = options.keys
+        met += [ratio_line(f"{many:,} / 10 keys, cache hits", k[f"hit {many}"] / k["hit 10"],
+                           0.9),
+                ratio_line(f"{many:,} / 10 keys, database lookups",
+                           k[f"lookup {many}"] / k["lookup 10"], 0.9)]
+    print(f"\n{sum(met)} of {len(met)} targets met")
+
+
+if __name__ == "__main__":
+    main()
