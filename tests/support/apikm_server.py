@@ -23,9 +23,14 @@ class ApikmServer:
     data_dir: Path
     log_file: Path
     env: dict[str, str]
+    pid: int = 0
 
     def log_text(self) -> str:
         return self.log_file.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or the OOM killer would: no shutdown, no final flush."""
+        os.kill(self.pid, signal.SIGKILL)
 
 
 @contextmanager
@@ -51,7 +56,8 @@ def apikm_server(database_url: str | None, keycloak_url: str, realm: str = "demo
     with log_file.open("wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "apikm.cli", "serve"], env=env,
                                    stdout=log, stderr=subprocess.STDOUT)
-    server = ApikmServer(f"http://127.0.0.1:{port}", db_url, data_dir, log_file, env)
+    server = ApikmServer(f"http://127.0.0.1:{port}", db_url, data_dir, log_file, env,
+                         process.pid)
     try:
         wait_http(f"{server.url}/healthz", timeout=60, alive=process.poll,
                   log=server.log_text)
