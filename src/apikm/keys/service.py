@@ -6,8 +6,8 @@ their own keys" is enforced in one place: a key of someone else is simply not fo
 Bookkeeping stays exact under concurrency, across replicas, on both databases:
 
 - a change, its audit row and its change event are one transaction;
-- writers begin ``IMMEDIATE`` on SQLite (``db.write_transaction``): one at a time, each reading what
-  the previous one committed;
+- writers begin ``IMMEDIATE`` on SQLite (``db.write_transaction``): one at a time, each
+  reading what the previous one committed;
 - on PostgreSQL, creates of one owner are serialised by a transaction-scoped advisory lock
   (count, then insert, is otherwise a race), and key rows are locked ``FOR UPDATE``;
 - every UPDATE repeats the condition it was decided on (``status <> 'revoked'``, the secret
