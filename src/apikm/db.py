@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
+import weakref
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 # Stable constraint names, so Alembic migrations read the same on SQLite and PostgreSQL.
 metadata = sa.MetaData(
@@ -56,15 +60,73 @@ def create_engine(url: str) -> AsyncEngine:
                                hide_parameters=True)
 
 
+# Execution option marking a connection whose transactions begin IMMEDIATE on SQLite.
+_WRITER = "apikm_writer"
+
+
+# Per pool (the engine's pool outlives option engines): the asyncio lock this process's
+# SQLite writers queue on, and the loop it belongs to.
+_writer_locks: weakref.WeakKeyDictionary[Any, tuple[asyncio.AbstractEventLoop, asyncio.Lock]] = \
+    weakref.WeakKeyDictionary()
+
+
+@contextlib.asynccontextmanager
+async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A transaction that reads, then writes on what it read (a quota count, a status).
+
+    PostgreSQL: ``engine.begin()``; lock what the decision rests on (rows ``FOR UPDATE``,
+    an advisory lock). SQLite: ``BEGIN IMMEDIATE`` takes the database's one write lock
+    first, so the reads see every earlier write and nobody writes until the commit; other
+    processes wait in SQLite's busy handler (30 s). This process's writers queue on an
+    asyncio lock before they take a pooled connection, so they neither poll the busy
+    handler nor hold connections that reads (key verification) need meanwhile.
+    """
+    if engine.dialect.name != "sqlite":
+        async with engine.begin() as conn:
+            yield conn
+        return
+    async with _writer_lock(engine), engine.connect() as conn:
+        await conn.execution_options(**{_WRITER: True})  # before anything begins
+        async with conn.begin():
+            yield conn
+
+
+def _writer_lock(engine: AsyncEngine) -> asyncio.Lock:
+    pool = engine.sync_engine.pool
+    loop = asyncio.get_running_loop()
+    known = _writer_locks.get(pool)
+    if known is not None and known[0] is loop:
+        return known[1]
+    lock = asyncio.Lock()  # an asyncio lock serves one event loop
+    _writer_locks[pool] = (loop, lock)
+    return lock
+
+
+def sqlite_begin(execution_options: Mapping[str, Any]) -> str:
+    """The statement that opens a transaction on SQLite."""
+    return "BEGIN IMMEDIATE" if execution_options.get(_WRITER) else "BEGIN"
+
+
 def _tune_sqlite(engine: AsyncEngine) -> None:
-    # WAL lets readers (verification) go on while the usage flush writes.
     @sa.event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Transactions are ours, not the driver's: sqlite3's legacy mode opens one only
+        # before INSERT/UPDATE/DELETE, so reads ran outside it and a SAVEPOINT outside it
+        # became a transaction of its own that RELEASE committed (a key row without its
+        # audit row). ``_on_begin`` below emits the BEGIN.
+        dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
+        # WAL lets readers (verification) go on while a writer (usage flush) writes.
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
+
+    @sa.event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        # A plain BEGIN takes no lock until it reads (a WAL snapshot) or writes: readers
+        # such as the verification lookup stay cheap and never block a writer.
+        conn.exec_driver_sql(sqlite_begin(conn.get_execution_options()))
 
 
 def upsert(dialect_name: str, table: sa.Table) -> Any:

@@ -5,14 +5,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import glob
 import os
+import secrets
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import asyncpg  # type: ignore[import-untyped]
+from sqlalchemy.engine import make_url
 
 from tests.support.ports import free_port
 
@@ -59,3 +64,23 @@ def postgres_server() -> Iterator[str]:
         subprocess.run(_as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast",
                                      "stop"]), check=False, capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def fresh_database(url: str) -> str:
+    """A new, empty database on the server of ``url`` (an asyncpg URL); returns its URL.
+
+    For tests that count rows: nothing another test wrote is in it.
+    """
+    server = make_url(url)
+    name = f"apikm_{secrets.token_hex(6)}"
+
+    async def create() -> None:
+        dsn = server.set(drivername="postgresql").render_as_string(hide_password=False)
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    return server.set(database=name).render_as_string(hide_password=False)

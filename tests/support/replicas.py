@@ -3,32 +3,14 @@ operator runs them behind a load balancer: same peppers, separate processes and 
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
-import asyncpg  # type: ignore[import-untyped]
-
 from tests.support.apikm_server import ApikmServer, apikm_server
+from tests.support.postgres import fresh_database
 
 DEMO_SYNC_SECRET = "apikm-demo-secret"  # the demo realm's dev-only client secret
-
-
-def fresh_database(postgres_url: str) -> str:
-    """A new empty database on the server of ``postgres_url``; returns its URL."""
-    name = f"replicas_{secrets.token_hex(4)}"
-
-    async def create() -> None:
-        conn = await asyncpg.connect(postgres_url.replace("postgresql+asyncpg://",
-                                                          "postgresql://"))
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-
-    asyncio.run(create())
-    return f"{postgres_url.rsplit('/', 1)[0]}/{name}"
 
 
 @contextmanager

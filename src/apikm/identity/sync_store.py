@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from apikm.cluster.events import Kind, emit
-from apikm.db import upsert, utcnow
+from apikm.db import upsert, utcnow, write_transaction
 from apikm.identity.sync_rules import KeycloakUser, LiveKey, OwnerPlan, clients_of, plan_owner
 from apikm.identity.tables import owners, sync_leases, sync_state
 from apikm.keys.service import Actor, record_audit
@@ -208,7 +208,7 @@ async def reconcile_owner(engine: AsyncEngine, user_id: str, observed: KeycloakU
     now, nothing is written and the caller reads again (``retry``).
     """
     change = OwnerChange(user_id)
-    async with engine.begin() as conn:
+    async with write_transaction(engine) as conn:  # reads, then writes on what it read
         owner = await _owner_for_update(conn, user_id)
         if owner is not None and owner.source == "token" and owner.synced_at > read_at:
             change.skipped = True

@@ -2,6 +2,16 @@
 
 Every method takes the owner's id (or None for admins acting on any key), so "users touch only
 their own keys" is enforced in one place: a key of someone else is simply not found.
+
+Bookkeeping stays exact under concurrency, across replicas, on both databases:
+
+- a change, its audit row and its change event are one transaction;
+- writers begin ``IMMEDIATE`` on SQLite (``db.write_transaction``): one at a time, each
+  reading what the previous one committed;
+- on PostgreSQL, creates of one owner are serialised by a transaction-scoped advisory lock
+  (count, then insert, is otherwise a race), and key rows are locked ``FOR UPDATE``;
+- every UPDATE repeats the condition it was decided on (``status <> 'revoked'``, the secret
+  being rotated) and is audited only if it changed a row, so a lost race never audits twice.
 """
 
 from __future__ import annotations
@@ -17,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from apikm.cluster.events import Kind, emit
-from apikm.db import utcnow
+from apikm.db import utcnow, write_transaction
 from apikm.identity.principal import Principal
 from apikm.keys import policy
 from apikm.keys.format import generate_key, key_hint
@@ -25,6 +35,10 @@ from apikm.keys.hashing import PepperRing
 from apikm.keys.tables import api_keys, audit_events, key_usage_daily
 
 STATUSES = ("active", "expired", "revoked", "suspended")  # as users filter their keys
+
+# First key of PostgreSQL's two-key advisory locks taken here ("ak" + 1): the second is
+# hashtext(owner id). A hash collision only makes two owners' creates wait for each other.
+OWNER_CREATE_LOCK = 0x616B01
 
 
 class KeyNotFound(LookupError):
@@ -128,7 +142,8 @@ class KeyService:
             "updated_at": now,
             "use_count": 0,
         }
-        async with self._engine.begin() as conn:
+        async with write_transaction(self._engine) as conn:
+            await _serialise_creates(conn, owner.user_id)
             await self._check_quota(conn, owner.user_id, now)
             secret = await self._insert_with_fresh_secret(conn, values)
             await _audit(conn, "create", Actor.of(owner), key_id, owner.user_id,
@@ -199,15 +214,19 @@ class KeyService:
     async def update(self, key_id: str, owner_id: str | None, changes: KeyChanges,
                      actor: Actor) -> dict[str, Any]:
         now = utcnow()
-        async with self._engine.begin() as conn:
+        async with write_transaction(self._engine) as conn:
             row = await self._fetch(conn, key_id, owner_id, for_update=True)
             if row.status == "revoked":
                 raise policy.PolicyError("a revoked key cannot be changed")
             values = self._changed_values(row, changes, now)
             if values:
                 values["updated_at"] = now
-                await conn.execute(sa.update(api_keys).where(api_keys.c.id == key_id)
-                                   .values(**values))
+                changed = await conn.execute(
+                    sa.update(api_keys)
+                    .where(api_keys.c.id == key_id, api_keys.c.status != "revoked")
+                    .values(**values))
+                if changed.rowcount != 1:
+                    raise policy.PolicyError("a revoked key cannot be changed")
                 await _audit(conn, "update", actor, key_id, row.owner_id,
                              {"fields": sorted(k for k in values if k != "updated_at")})
                 await emit(conn, Kind.KEY, key_id)
@@ -245,13 +264,16 @@ class KeyService:
                      actor: Actor) -> CreatedKey:
         now = utcnow()
         overlap = policy.rotation_overlap(overlap_seconds, self._rules.max_rotation_overlap)
-        async with self._engine.begin() as conn:
+        async with write_transaction(self._engine) as conn:
             row = await self._fetch(conn, key_id, owner_id, for_update=True)
             if row.status != "active" or row.expires_at <= now:
                 raise policy.PolicyError("only an active key can be rotated")
             key = generate_key(self._rules.prefix, public_id=row.public_id)
             keep_old = overlap > timedelta(0)
-            await conn.execute(sa.update(api_keys).where(api_keys.c.id == key_id).values(
+            changed = await conn.execute(sa.update(api_keys).where(
+                api_keys.c.id == key_id, api_keys.c.status == "active",
+                api_keys.c.secret_hash == row.secret_hash,  # nobody rotated it meanwhile
+            ).values(
                 secret_hash=self._peppers.digest(key.full),
                 pepper_id=self._peppers.current_id,
                 previous_secret_hash=row.secret_hash if keep_old else None,
@@ -260,6 +282,8 @@ class KeyService:
                 rotated_at=now,
                 updated_at=now,
             ))
+            if changed.rowcount != 1:
+                raise policy.PolicyError("only an active key can be rotated")
             await _audit(conn, "rotate", actor, key_id, row.owner_id,
                          {"overlap_seconds": overlap_seconds})
             await emit(conn, Kind.KEY, key_id)
@@ -270,27 +294,28 @@ class KeyService:
     async def revoke(self, key_id: str, owner_id: str | None, actor: Actor,
                      reason: str | None = None) -> dict[str, Any]:
         now = utcnow()
-        async with self._engine.begin() as conn:
-            row = await self._fetch(conn, key_id, owner_id, for_update=True)
-            if row.status != "revoked":
-                await conn.execute(sa.update(api_keys).where(api_keys.c.id == key_id).values(
-                    status="revoked", revoked_at=now, revoked_by=actor.name[:255],
-                    revoked_reason=(reason or "revoked by " + actor.name)[:255],
-                    previous_secret_hash=None, previous_secret_expires_at=None, updated_at=now,
-                ))
+        async with write_transaction(self._engine) as conn:
+            # Whoever changes the row revokes, and audits; a concurrent revoke of the same
+            # key finds it revoked and answers the same revocation (same revoked_at).
+            revoked = await conn.execute(sa.update(api_keys).where(
+                *_key_of(key_id, owner_id), api_keys.c.status != "revoked",
+            ).values(
+                status="revoked", revoked_at=now, revoked_by=actor.name[:255],
+                revoked_reason=(reason or "revoked by " + actor.name)[:255],
+                previous_secret_hash=None, previous_secret_expires_at=None, updated_at=now,
+            ))
+            row = await self._fetch(conn, key_id, owner_id)
+            if revoked.rowcount == 1:
                 await _audit(conn, "revoke", actor, key_id, row.owner_id,
                              {"reason": reason} if reason else {})
                 await emit(conn, Kind.KEY, key_id)
-            row = await self._fetch(conn, key_id, owner_id)
         self._on_change(Kind.KEY, key_id)
         return self.present(row, now)
 
     # --- helpers -------------------------------------------------------------------------
     async def _fetch(self, conn: AsyncConnection, key_id: str, owner_id: str | None,
                      for_update: bool = False) -> Any:
-        query = sa.select(api_keys).where(api_keys.c.id == key_id)
-        if owner_id is not None:
-            query = query.where(api_keys.c.owner_id == owner_id)
+        query = sa.select(api_keys).where(*_key_of(key_id, owner_id))
         if for_update:
             query = query.with_for_update()
         row = (await conn.execute(query)).first()
@@ -324,6 +349,22 @@ class KeyService:
             "last_used_ip": row.last_used_ip,
             "use_count": row.use_count,
         }
+
+
+def _key_of(key_id: str, owner_id: str | None) -> list[sa.ColumnElement[bool]]:
+    """The key, if it is ``owner_id``'s (any owner's for ``None``: admins)."""
+    conditions = [api_keys.c.id == key_id]
+    if owner_id is not None:
+        conditions.append(api_keys.c.owner_id == owner_id)
+    return conditions
+
+
+async def _serialise_creates(conn: AsyncConnection, owner_id: str) -> None:
+    """Until this transaction ends, other creates for this owner wait (their quota count
+    must see this key). SQLite needs nothing: its writers already go one at a time."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(
+            OWNER_CREATE_LOCK, sa.func.hashtext(owner_id))))
 
 
 def derived_status(stored: str, expires_at: datetime, now: datetime) -> str:
