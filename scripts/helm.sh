@@ -3,7 +3,8 @@
 # Go module proxy (checked against Go's checksum database) into ~/.cache/apikm/bin, or
 # $APIKM_CACHE_DIR/bin. Without Go, a helm on PATH is used. The chart tests
 # (tests/integration/deploy/test_helm.py) and scripts/render-manifest.sh use it.
-# The build takes about two minutes on two cores; later runs reuse the binary.
+# The build takes about two minutes on two cores; later runs reuse the binary. helm v3.22
+# needs Go 1.26 (its go.mod); Go 1.21-1.25 fetch that toolchain through the proxy themselves.
 set -euo pipefail
 version=v3.22.0
 bin="${APIKM_CACHE_DIR:-$HOME/.cache/apikm}/bin"
