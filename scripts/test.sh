@@ -10,5 +10,6 @@ scripts/venv.sh test
 .venv/bin/ruff check src tests bench
 .venv/bin/mypy
 .venv/bin/apikm keycloak up
+scripts/helm.sh >/dev/null  # a pinned helm for the chart tests (built once, cached)
 .venv/bin/pytest "$@"
 echo "test suite took $(( $(date +%s) - started ))s in all"
