@@ -49,12 +49,39 @@ def serve(
     """Run the apikm service."""
     import uvicorn
 
+    # --host/--port are the settings APIKM_HOST/APIKM_PORT, so the issuer, JWKS URL and
+    # sign-in redirect URI (http://host:port without APIKM_PUBLIC_URL) name them too, here
+    # and in every worker process (they read the environment again).
+    if host is not None:
+        os.environ["APIKM_HOST"] = host
+    if port is not None:
+        os.environ["APIKM_PORT"] = str(port)
+    get_settings.cache_clear()
     settings = _settings()
+    _check_secrets(settings)
+    if not settings.public_url and settings.host in ("0.0.0.0", "::", ""):
+        typer.secho(f"APIKM_PUBLIC_URL is not set: tokens, the JWKS URL and sign-in redirects "
+                    f"will name {settings.base_url}, which no client can reach; set it to "
+                    f"the URL clients use", fg="yellow", err=True)
     if migrate:
         _migrate(settings)
-    uvicorn.run("apikm.web.app:app_factory", factory=True, host=host or settings.host,
-                port=port or settings.port, workers=workers, access_log=False,
+    uvicorn.run("apikm.web.app:app_factory", factory=True, host=settings.host,
+                port=settings.port, workers=workers, access_log=False,
                 log_config=None, proxy_headers=False, server_header=False)
+
+
+def _check_secrets(settings: Settings) -> None:
+    """Refuse to start, with the variable to set, rather than fail inside the server."""
+    from apikm.encryption import encryption_keys
+    from apikm.web.ui.session import SecretError, parse_session_secrets
+
+    try:
+        encryption_keys(settings)
+        if settings.session_secret is not None:
+            parse_session_secrets(settings.session_secret.get_secret_value())
+    except (ConfigError, SecretError) as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()
