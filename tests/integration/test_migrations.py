@@ -15,11 +15,12 @@ from alembic.migration import MigrationContext
 import apikm.cluster.tables
 import apikm.identity.tables
 import apikm.keys.tables
+import apikm.tokens.tables
 from apikm.db import create_engine, metadata
 from apikm.migrations import upgrade
 
 pytestmark = pytest.mark.integration
-_ = (apikm.cluster.tables, apikm.identity.tables)
+_ = (apikm.cluster.tables, apikm.identity.tables, apikm.tokens.tables)
 
 
 def differences(url: str) -> list[Any]:

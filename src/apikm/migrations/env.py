@@ -10,11 +10,12 @@ from sqlalchemy.engine import Connection
 import apikm.cluster.tables
 import apikm.identity.tables
 import apikm.keys.tables
+import apikm.tokens.tables
 from apikm.db import create_engine, metadata
 
 config = context.config
 target_metadata = metadata
-_ = (apikm.cluster.tables, apikm.identity.tables)
+_ = (apikm.cluster.tables, apikm.identity.tables, apikm.tokens.tables)
 
 
 def _run(connection: Connection) -> None:
