@@ -59,3 +59,23 @@ def postgres_server() -> Iterator[str]:
         subprocess.run(_as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast",
                                      "stop"]), check=False, capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def new_database(base_url: str, prefix: str = "t") -> str:
+    """A fresh empty database on the server of ``base_url`` (an asyncpg URL); its URL."""
+    import asyncio
+    import secrets
+
+    import asyncpg  # type: ignore[import-untyped]
+
+    name = f"{prefix}_{secrets.token_hex(4)}"
+
+    async def run() -> None:
+        conn = await asyncpg.connect(base_url.replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+    return f"{base_url.rsplit('/', 1)[0]}/{name}"
