@@ -73,13 +73,16 @@ def serve(
 def _check_secrets(settings: Settings) -> None:
     """Refuse to start, with the variable to set, rather than fail inside the server."""
     from apikm.encryption import encryption_keys
+    from apikm.keys.hashing import PepperError
+    from apikm.web.context import pepper_ring
     from apikm.web.ui.session import SecretError, parse_session_secrets
 
     try:
+        pepper_ring(settings)
         encryption_keys(settings)
         if settings.session_secret is not None:
             parse_session_secrets(settings.session_secret.get_secret_value())
-    except (ConfigError, SecretError) as exc:
+    except (ConfigError, SecretError, PepperError) as exc:
         typer.secho(str(exc), fg="red", err=True)
         raise typer.Exit(2) from None
 
@@ -183,7 +186,11 @@ def keycloak_status() -> None:
 def _key_service(settings: Settings) -> Any:
     from apikm.web.context import build_context
 
-    return build_context(settings)
+    try:
+        return build_context(settings)
+    except ConfigError as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(2) from None
 
 
 @keys_app.command("list")

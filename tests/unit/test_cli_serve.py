@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from apikm import cli
 from apikm.config import get_settings
+from apikm.encryption import new_key_spec
 
 
 @pytest.fixture
@@ -20,7 +21,8 @@ def serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str,
 
     ran: dict[str, Any] = {}
     monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: ran.update(kwargs))
-    for name in ("APIKM_HOST", "APIKM_PORT", "APIKM_PUBLIC_URL", "APIKM_ENCRYPTION_KEY"):
+    for name in ("APIKM_HOST", "APIKM_PORT", "APIKM_PUBLIC_URL", "APIKM_ENCRYPTION_KEY",
+                 "APIKM_PEPPERS"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("APIKM_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("APIKM_DATABASE_URL", f"sqlite:///{tmp_path / 'apikm.db'}")
@@ -46,9 +48,13 @@ def test_a_wildcard_host_without_public_url_is_pointed_out(serve: dict[str, Any]
     assert get_settings().base_url == "http://0.0.0.0:8000"
 
 
-def test_postgresql_without_encryption_key_does_not_start(
-        serve: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("missing", ["APIKM_ENCRYPTION_KEY", "APIKM_PEPPERS"])
+def test_postgresql_without_shared_secrets_does_not_start(
+        serve: dict[str, Any], monkeypatch: pytest.MonkeyPatch, missing: str) -> None:
     monkeypatch.setenv("APIKM_DATABASE_URL", "postgresql://apikm@127.0.0.1:1/apikm")
+    monkeypatch.setenv("APIKM_PEPPERS", "p1:" + "x" * 32)
+    monkeypatch.setenv("APIKM_ENCRYPTION_KEY", new_key_spec())
+    monkeypatch.delenv(missing)
     result = CliRunner().invoke(cli.app, ["serve", "--no-migrate"])
     assert result.exit_code == 2 and serve == {}
-    assert "APIKM_ENCRYPTION_KEY is not set" in result.output
+    assert f"{missing} is not set" in result.output and "every replica" in result.output
