@@ -23,7 +23,7 @@ BATCH = 20_000
 
 
 def seeded_keys(prefix: str, count: int, seed: int = 7) -> list[str]:
-    rng = random.Random(seed)  # noqa: S311 - benchmark keys, reproducible on purpose
+    rng = random.Random(seed)
     keys = []
     for _ in range(count):
         head = prefix + "_" + "".join(rng.choices(ALPHABET, k=PUBLIC_ID_LENGTH + SECRET_LENGTH))

@@ -59,7 +59,12 @@ def serve(
             os.environ[name] = str(value)
     get_settings.cache_clear()
     settings = _settings()
+    _check_secrets(settings)
     _check_limiter_storage(settings)
+    if not settings.public_url and settings.host in ("0.0.0.0", "::", ""):
+        typer.secho(f"APIKM_PUBLIC_URL is not set: tokens, the JWKS URL and sign-in redirects "
+                    f"will name {settings.base_url}, which no client can reach; set it to "
+                    f"the URL clients use", fg="yellow", err=True)
     if migrate:
         _migrate(settings)
     if server == "uvicorn":
@@ -86,6 +91,23 @@ def _check_limiter_storage(settings: Settings) -> None:
     try:
         preflight(settings.rate_limit_storage)
     except LimiterConfigError as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(2) from None
+
+
+def _check_secrets(settings: Settings) -> None:
+    """Refuse to start, with the variable to set, rather than fail inside the server."""
+    from apikm.encryption import encryption_keys
+    from apikm.keys.hashing import PepperError
+    from apikm.web.context import pepper_ring
+    from apikm.web.ui.session import SecretError, parse_session_secrets
+
+    try:
+        pepper_ring(settings)
+        encryption_keys(settings)
+        if settings.session_secret is not None:
+            parse_session_secrets(settings.session_secret.get_secret_value())
+    except (ConfigError, SecretError, PepperError) as exc:
         typer.secho(str(exc), fg="red", err=True)
         raise typer.Exit(2) from None
 
@@ -189,7 +211,11 @@ def keycloak_status() -> None:
 def _key_service(settings: Settings) -> Any:
     from apikm.web.context import build_context
 
-    return build_context(settings)
+    try:
+        return build_context(settings)
+    except ConfigError as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(2) from None
 
 
 @keys_app.command("list")

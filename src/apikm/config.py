@@ -82,10 +82,17 @@ class Settings(BaseSettings):
     max_staleness: timedelta = Field(timedelta(hours=1), description="e.g. 1h; then STALE")
     revoke_disabled_after: timedelta = Field(timedelta(hours=24), description="e.g. 24h")
 
+    # --- secrets shared by every replica (encryption.py) ---------------------------------
+    encryption_key: SecretStr | None = Field(
+        None, description="'id:key,id:older-key' (32 random bytes each, base64url): encrypts "
+        "the signing keys in the database, derives the UI cookie secrets; the first "
+        "encrypts. Required with PostgreSQL; default with SQLite: a 0600 file under "
+        "APIKM_DATA_DIR")
+
     # --- web UI sessions -----------------------------------------------------------------
     session_secret: SecretStr | None = Field(
         None, description="'secret,older-secret' for session cookies; the first one encrypts. "
-        "Default: a random secret in a 0600 file under APIKM_DATA_DIR (development)")
+        "Default: derived from APIKM_ENCRYPTION_KEY")
     session_lifetime_minutes: int = Field(480, ge=5, le=7 * 24 * 60)
 
     # --- verification --------------------------------------------------------------------
@@ -146,6 +153,15 @@ class Settings(BaseSettings):
             parse_rate_limit(value)
         except ValueError as exc:
             raise ValueError(f"not a rate limit such as '20/minute': {exc}") from None
+        return value
+
+    @field_validator("encryption_key")
+    @classmethod
+    def _encryption_key(cls, value: SecretStr | None) -> SecretStr | None:
+        from apikm.encryption import parse_encryption_keys
+
+        if value is not None:
+            parse_encryption_keys(value.get_secret_value())  # EncryptionKeyError: ValueError
         return value
 
     @field_validator("max_staleness", "revoke_disabled_after", mode="before")

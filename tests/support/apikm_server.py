@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from apikm.encryption import new_key_spec
 from tests.support.ports import free_port, wait_http
 
 
@@ -49,6 +50,7 @@ def apikm_server(database_url: str | None, keycloak_url: str, realm: str = "demo
         "APIKM_KEYCLOAK_URL": keycloak_url,
         "APIKM_KEYCLOAK_REALM": realm,
         "APIKM_PEPPERS": f"t1:{secrets.token_urlsafe(24)}",
+        "APIKM_ENCRYPTION_KEY": new_key_spec("t1"),  # required with PostgreSQL
         "APIKM_USAGE_FLUSH_SECONDS": "0.5",
         "APIKM_LOG_LEVEL": "DEBUG",
         **{f"APIKM_{k.upper()}": v for k, v in settings.items()},

@@ -54,3 +54,39 @@ def set_enabled(base_url: str, user_id: str, enabled: bool, realm: str = "demo")
         user = admin.get(f"/users/{user_id}").raise_for_status().json()
         user["enabled"] = enabled
         admin.put(f"/users/{user_id}", json=user).raise_for_status()
+
+
+def change_client_urls(base_url: str, url: str, add: bool, realm: str = "demo",
+                       client_id: str = "apikm") -> None:
+    """Add (or remove) ``url/*`` as redirect and post-logout URI of the sign-in client.
+
+    The demo realm's ``apikm`` client only redirects to port 8000; servers under test run on
+    free ports. Only the given URL is touched, so tests running side by side do not clash.
+    """
+    with realm_admin(base_url, realm) as client:
+        found = client.get("/clients", params={"clientId": client_id}).raise_for_status().json()
+        path = f"/clients/{found[0]['id']}"
+        rep = client.get(path).raise_for_status().json()
+        redirect = f"{url}/*"
+        uris = [u for u in rep.get("redirectUris", []) if u != redirect]
+        attributes = rep.setdefault("attributes", {})
+        logout = [u for u in attributes.get("post.logout.redirect.uris", "").split("##")
+                  if u and u != redirect]
+        if add:
+            uris.append(redirect)
+            logout.append(redirect)
+        rep["redirectUris"] = uris
+        attributes["post.logout.redirect.uris"] = "##".join(logout)
+        client.put(path, json=rep).raise_for_status()
+
+
+@contextmanager
+def sign_in_allowed(base_url: str, *urls: str, realm: str = "demo") -> Iterator[None]:
+    """Keycloak redirects back to these apikm servers while the block runs."""
+    for url in urls:
+        change_client_urls(base_url, url, add=True, realm=realm)
+    try:
+        yield
+    finally:
+        for url in urls:
+            change_client_urls(base_url, url, add=False, realm=realm)

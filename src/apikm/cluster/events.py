@@ -26,6 +26,7 @@ class Kind(StrEnum):
     ALL = "all"  # many owners at once (a full sync pass confirmed them)
     BLOCK = "block"  # a client address group used up its failure allowance
     SIGNING = "signing"  # apikm's JWT signing keys changed
+    SESSION = "session"  # a web UI session was signed out (ref: its id)
 
 
 @dataclass(frozen=True)

@@ -42,3 +42,12 @@ sync_leases = sa.Table(
     sa.Column("expires_at", UTCDateTime(), nullable=False),
     sa.Column("acquired_at", UTCDateTime(), nullable=False),
 )
+
+# Web UI sessions that were signed out, so that every replica refuses their cookie. A row
+# lives until the session would have expired anyway (``until``), then it is deleted.
+ui_ended_sessions = sa.Table(
+    "ui_ended_sessions",
+    metadata,
+    sa.Column("sid", sa.String(64), primary_key=True),
+    sa.Column("until", UTCDateTime(), nullable=False, index=True),
+)

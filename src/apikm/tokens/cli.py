@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import SecretStr
@@ -17,8 +17,11 @@ from apikm.tokens.keycloak_setup import (
     setup_realm,
 )
 
-signing_app = typer.Typer(help="apikm's JWT signing keys (APIKM_DATA_DIR/signing-keys).",
-                          no_args_is_help=True)
+if TYPE_CHECKING:
+    from apikm.tokens.signing import SigningKey
+
+signing_app = typer.Typer(help="apikm's JWT signing keys (in the database, shared by every "
+                          "replica).", no_args_is_help=True)
 
 
 DEMO_EXCHANGE_SECRET = "apikm-exchange-demo-secret"  # noqa: S105 - the demo realm's, loopback
@@ -91,21 +94,53 @@ def demo_setup(settings: Settings, admin_user: str, admin_password: str) -> list
 def rotate() -> None:
     """Create a new signing key; the previous one stays published, older ones are removed.
 
-    Running servers pick the new key up within a second (they watch the directory).
+    Every running replica loads the new key at once (a change event written with it).
     """
+    import asyncio
+
     from apikm.cli import _settings
+    from apikm.config import ConfigError
+    from apikm.db import create_engine
     from apikm.tokens.services import signing_keys
 
-    key = signing_keys(_settings()).rotate()
+    settings = _settings()
+
+    async def run() -> SigningKey:
+        engine = create_engine(settings.effective_database_url)
+        try:
+            return await signing_keys(settings, engine).rotate()
+        finally:
+            await engine.dispose()
+
+    try:
+        key = asyncio.run(run())
+    except ConfigError as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(2) from None
     typer.echo(f"new signing key {key.kid} ({key.alg})")
 
 
 @signing_app.command("list")
 def list_keys() -> None:
-    """Show the published keys, the signing one first."""
-    from apikm.cli import _settings
-    from apikm.tokens.services import signing_keys
+    """Show the published keys, the signing one first, and which APIKM_ENCRYPTION_KEY entry
+    protects each (no key needed to list them)."""
+    import asyncio
 
-    for position, key in enumerate(signing_keys(_settings()).published()):
+    from apikm.cli import _settings
+    from apikm.db import create_engine
+    from apikm.tokens.signing import read_rows
+
+    settings = _settings()
+
+    async def run() -> list[Any]:
+        engine = create_engine(settings.effective_database_url)
+        try:
+            async with engine.connect() as conn:
+                return await read_rows(conn)
+        finally:
+            await engine.dispose()
+
+    for position, row in enumerate(asyncio.run(run())):
         role = "signing " if position == 0 else "previous"
-        typer.echo(f"{role}  {key.kid}  {key.alg}  created {key.created_at:%Y-%m-%d %H:%M}Z")
+        typer.echo(f"{role}  {row.kid}  {row.alg}  created {row.created_at:%Y-%m-%d %H:%M}Z  "
+                   f"encrypted with {row.encryption_key_id}")

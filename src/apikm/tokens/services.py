@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from apikm.config import Settings
+from apikm.encryption import encryption_keys
 from apikm.tokens.exchange import ApikmMinter, KeycloakMinter, Minter, TokenExchange
 from apikm.tokens.introspect import IntrospectionNetworks
 from apikm.tokens.keycloak_grant import KeycloakGrant
@@ -25,14 +27,16 @@ class TokenServices:
     introspectors: IntrospectionNetworks
 
 
-def signing_keys(settings: Settings) -> SigningKeys:
-    return SigningKeys(settings.data_dir / "signing-keys", settings.signing_alg)
+def signing_keys(settings: Settings, engine: AsyncEngine) -> SigningKeys:
+    """The shared key set; ``start()`` it before signing. PEM files of an older
+    installation under ``APIKM_DATA_DIR/signing-keys`` are imported into an empty table."""
+    return SigningKeys(engine, encryption_keys(settings), settings.signing_alg,
+                       legacy_dir=settings.data_dir / "signing-keys")
 
 
-def build_token_services(settings: Settings, verifier: Verifier,
-                         http: httpx.AsyncClient) -> TokenServices:
-    keys = signing_keys(settings)
-    keys.current()  # create the first key at start-up, not on the first request
+def build_token_services(settings: Settings, verifier: Verifier, http: httpx.AsyncClient,
+                         engine: AsyncEngine) -> TokenServices:
+    keys = signing_keys(settings, engine)
     minter: Minter
     if settings.exchange_mode == "keycloak":
         minter = KeycloakMinter(KeycloakGrant(settings, http, keys))

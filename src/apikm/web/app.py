@@ -25,6 +25,7 @@ from apikm.web.errors import install_error_handlers
 from apikm.web.gateway import Gateway
 from apikm.web.middleware import AccessLog, LimitBodySize
 from apikm.web.openapi import add_verify_to_openapi
+from apikm.web.ui.auth import UiState
 
 
 def create_app(settings: Settings | None = None) -> Gateway:
@@ -35,20 +36,29 @@ def create_app(settings: Settings | None = None) -> Gateway:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx = build_context(settings)
         app.state.ctx = gateway.ctx = ctx
-        app.state.tokens = build_token_services(settings, ctx.verifier, ctx.http)
-        gateway.upstream = app.state.tokens.upstream
-        await ctx.start()
-        start_or_explain(ctx.sync, settings)
-        # Everything built so far (framework, routes, settings, pools) lives as long as the
-        # process: move it out of the collector's sight, so a full collection walks only
-        # what requests allocate. Without this, full passes over the few hundred thousand
-        # start-up objects stalled the gateway path for 30-80 ms every few seconds.
-        gc.collect()
-        gc.freeze()
+        tokens = build_token_services(settings, ctx.verifier, ctx.http, ctx.engine)
+        app.state.tokens = tokens
+        gateway.upstream = tokens.upstream
+        ui_state: UiState = app.state.ui
+        # Subscribed before the bus starts, loaded after: no change falls in between.
+        ctx.bus.subscribe(tokens.keys.on_event)
+        ctx.bus.subscribe(ui_state.ended.on_event)
         try:
+            await ctx.start()
+            await tokens.keys.start()
+            await ui_state.ended.start(ctx.engine, ctx.bus)
+            start_or_explain(ctx.sync, settings)
+            # Everything built so far (framework, routes, settings, pools) lives as long as
+            # the process: move it out of the collector's sight, so a full collection walks
+            # only what requests allocate. Without this, full passes over the few hundred
+            # thousand start-up objects stalled the gateway path for 30-80 ms every few seconds.
+            gc.collect()
+            gc.freeze()
             yield
         finally:
             gateway.log.close()
+            await ui_state.ended.stop()
+            await tokens.keys.stop()
             await ctx.close()
 
     app = FastAPI(title="apikm", version=__version__, lifespan=lifespan,

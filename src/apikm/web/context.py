@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from apikm.cluster.bus import EventBus, postgres_channel, redis_channel
 from apikm.cluster.events import Event, Kind
-from apikm.config import Settings
+from apikm.config import ConfigError, Settings
 from apikm.db import create_engine
 from apikm.identity.sync import SyncWorker, worker_from_settings
 from apikm.identity.tokens import TokenValidator
@@ -57,6 +57,13 @@ class AppContext:
 def pepper_ring(settings: Settings) -> PepperRing:
     if settings.peppers is not None:
         return parse_peppers(settings.peppers.get_secret_value())
+    if not settings.effective_database_url.startswith("sqlite"):
+        # Each replica would invent its own pepper: keys made on one would fail on another.
+        raise ConfigError(
+            "APIKM_PEPPERS is not set. With a shared database (PostgreSQL) every replica "
+            "must hash keys with the same pepper: set APIKM_PEPPERS to 'p1:<32+ random "
+            "characters>' (e.g. python3 -c 'import secrets; print(\"p1:\" + "
+            "secrets.token_urlsafe(32))') from your secret store, the same on every replica.")
     return load_or_create_pepper_file(settings.data_dir / "pepper")
 
 

@@ -2,7 +2,7 @@
 
 The demo realm's ``apikm`` client only redirects to port 8000; the server under test runs on
 a free port, so its exact URLs are added to the client through Keycloak's admin API for the
-duration of the tests, and only those URLs are removed afterwards.
+duration of the tests (``sign_in_allowed``), and only those URLs are removed afterwards.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_
 from apikm.devstack import keycloak as devstack
 from tests.support.apikm_server import ApikmServer, apikm_server
 from tests.support.keycloak_tokens import DEMO_PASSWORDS, admin_token
+from tests.support.keycloak_users import sign_in_allowed
 
 ROOT = Path(__file__).resolve().parents[3]
 ARTIFACTS = ROOT / "test-artifacts" / "ui"
@@ -34,37 +35,13 @@ def keycloak() -> devstack.StackInfo:
     return devstack.up()
 
 
-def _change_client_urls(keycloak: devstack.StackInfo, url: str, add: bool) -> None:
-    """Add (or remove) ``url`` as redirect and post-logout URI of the apikm client."""
-    with httpx.Client(base_url=f"{keycloak.base_url}/admin/realms/{keycloak.realm}",
-                      headers={"Authorization": f"Bearer {admin_token(keycloak.base_url)}"},
-                      timeout=30) as client:
-        found = client.get("/clients", params={"clientId": "apikm"}).raise_for_status().json()
-        path = f"/clients/{found[0]['id']}"
-        rep = client.get(path).raise_for_status().json()
-        redirect = f"{url}/*"
-        uris = [u for u in rep.get("redirectUris", []) if u != redirect]
-        attributes = rep.setdefault("attributes", {})
-        logout = [u for u in attributes.get("post.logout.redirect.uris", "").split("##")
-                  if u and u != redirect]
-        if add:
-            uris.append(redirect)
-            logout.append(redirect)
-        rep["redirectUris"] = uris
-        attributes["post.logout.redirect.uris"] = "##".join(logout)
-        client.put(path, json=rep).raise_for_status()
-
-
 @pytest.fixture(scope="session")
 def ui_server(keycloak: devstack.StackInfo) -> Iterator[ApikmServer]:
     with apikm_server(None, keycloak.base_url, oidc_client_secret=DEMO_CLIENT_SECRET,
                       session_secret=secrets.token_urlsafe(48),
                       rate_limit="100/minute") as server:
-        _change_client_urls(keycloak, server.url, add=True)
-        try:
+        with sign_in_allowed(keycloak.base_url, server.url, realm=keycloak.realm):
             yield server
-        finally:
-            _change_client_urls(keycloak, server.url, add=False)
 
 
 # Module scope, not session: the sync API keeps an event loop running in the main thread

@@ -23,6 +23,7 @@ import yaml
 
 from apikm.config import Settings, load_settings
 from apikm.devstack.java import cache_dir
+from apikm.encryption import parse_encryption_keys
 from apikm.keys.hashing import parse_peppers
 from apikm.web.ui.session import parse_session_secrets
 
@@ -44,7 +45,7 @@ DB_PASSWORD = "db-pw-Zq81vX2mLr"
 SECRETS = {
     "peppers": "v2:pepper-two-0123456789abcdef,v1:pepper-one-0123456789abcdef",
     "sessionSecret": "session-secret-0123456789abcdef0123456789",
-    "encryptionKey": "encryption-key-0123456789abcdef",
+    "encryptionKey": "k1:" + "A" * 43,
     "oidcClientSecret": "oidc-client-secret-4711",
 }
 BASE: dict[str, Any] = {
@@ -269,6 +270,7 @@ def test_every_replica_reads_the_same_secrets(
     # What the chart puts in the Secret is what apikm accepts.
     assert parse_peppers(data["APIKM_PEPPERS"]).peppers
     assert parse_session_secrets(data["APIKM_SESSION_SECRET"])
+    assert parse_encryption_keys(data["APIKM_ENCRYPTION_KEY"]).keys
 
 
 def test_rendering_is_deterministic(helm: str, values_file: Callable[[str], Path]) -> None:
@@ -391,6 +393,7 @@ def test_one_replica_on_sqlite(rendered: Callable[[str], Docs]) -> None:
     ({"replicaCount": "two"}, "/replicaCount"),
     ({"secrets": {"peppers": "too-short"}}, "/secrets/peppers"),
     ({"secrets": {"sessionSecret": "short"}}, "/secrets/sessionSecret"),
+    ({"secrets": {"encryptionKey": "a-long-passphrase-not-a-key"}}, "/secrets/encryptionKey"),
     ({"database": {"url": "mysql://u:p@h/db"}}, "/database/url"),
     ({"securityContext": {"readOnlyRootFilesystem": False}}, "readOnlyRootFilesystem"),
     ({"replicas": 3}, "additional properties 'replicas' not allowed"),

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-import asyncpg  # type: ignore[import-untyped]
 import httpx
 import pytest
 
@@ -34,6 +33,7 @@ from apikm.identity.admin_client import AdminCredentials, KeycloakAdmin, Missing
 from tests.support.apikm_server import ApikmServer, apikm_server
 from tests.support.keycloak_tokens import admin_token, password_grant
 from tests.support.ports import free_port
+from tests.support.postgres import fresh_database
 
 pytestmark = pytest.mark.integration
 
@@ -199,20 +199,7 @@ def new_database(request: pytest.FixtureRequest) -> Callable[[], str | None]:
         return lambda: None
     base: str = request.getfixturevalue("postgres_url")
 
-    def create() -> str:
-        name = f"sync_{secrets.token_hex(4)}"
-
-        async def run() -> None:
-            conn = await asyncpg.connect(base.replace("postgresql+asyncpg://", "postgresql://"))
-            try:
-                await conn.execute(f'CREATE DATABASE "{name}"')
-            finally:
-                await conn.close()
-
-        asyncio.run(run())
-        return f"{base.rsplit('/', 1)[0]}/{name}"
-
-    return create
+    return lambda: fresh_database(base)
 
 
 def sync_settings(**overrides: str) -> dict[str, str]:

@@ -9,9 +9,11 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from apikm.config import Settings
+from apikm.encryption import encryption_keys
 from apikm.identity.principal import Principal
 from apikm.identity.tokens import InvalidToken
 from apikm.web.context import AppContext
+from apikm.web.ui.ended import EndedSessions
 from apikm.web.ui.oidc import OidcClient, SessionEnded, TokenSet
 from apikm.web.ui.roles import RoleCatalog
 from apikm.web.ui.session import (
@@ -24,7 +26,6 @@ from apikm.web.ui.session import (
     CookieCodec,
     Session,
     SessionCodec,
-    load_or_create_secret_file,
     parse_session_secrets,
 )
 
@@ -36,22 +37,30 @@ class LoginRequired(Exception):
     """No usable session: GET requests go to the sign-in, others get 401."""
 
 
+def cookie_secrets(settings: Settings) -> list[bytes]:
+    """``APIKM_SESSION_SECRET`` when set, else derived from ``APIKM_ENCRYPTION_KEY``: every
+    replica then reads every other's sign-in and session cookies with no secret of its own."""
+    spec = settings.session_secret
+    if spec is not None:
+        return parse_session_secrets(spec.get_secret_value())
+    return encryption_keys(settings).derive("ui-cookies")
+
+
 class UiState:
     """Everything the UI keeps for the life of the process."""
 
     def __init__(self, settings: Settings) -> None:
-        spec = settings.session_secret
-        secrets_ = (parse_session_secrets(spec.get_secret_value()) if spec is not None
-                    else load_or_create_secret_file(settings.data_dir / "session-secret"))
         self.settings = settings
+        secrets_ = cookie_secrets(settings)
         self.sessions = SessionCodec(secrets_)
         self.logins = CookieCodec(secrets_, "login")
         self.cache = AccessCache()
+        self.lifetime_seconds = settings.session_lifetime_minutes * 60
+        self.ended = EndedSessions(self.cache, self.lifetime_seconds)
         self.oidc = OidcClient(settings)
         self.roles = RoleCatalog(settings, self.oidc)
         self.secure = settings.base_url.startswith("https://")
         self.cookie_name = SECURE_SESSION_COOKIE if self.secure else SESSION_COOKIE
-        self.lifetime_seconds = settings.session_lifetime_minutes * 60
 
     # --- cookies -------------------------------------------------------------------------
     def read_session(self, request: Request) -> Session | None:

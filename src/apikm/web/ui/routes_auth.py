@@ -87,7 +87,7 @@ async def logout(request: Request, ui: Ui, ctx: Ctx) -> Response:
     if session is None:
         return RedirectResponse("/signed-out", status_code=303)
     await check_csrf(request, session.csrf)
-    ui.cache.end(session)
+    await ui.ended.end(session)  # every replica refuses the cookie from now on
     ui.clear_session(request)
     back = f"{site_url(request, ui)}/signed-out"
     try:

@@ -10,7 +10,9 @@ elsewhere, idle timeout, user disabled) the refresh fails and so does ours.
 
 Why not a server-side table: three Keycloak tokens (~3.3 kB) do not fit a cookie, but the
 refresh token alone (~0.7 kB) does, and a cookie needs no migration, no cleanup job and
-works across replicas.
+works across replicas: they all derive the same cookie keys from ``APIKM_ENCRYPTION_KEY``
+(or share ``APIKM_SESSION_SECRET``). Only signing out needs shared state, since the cookie
+stays decryptable until it expires: ``ended.py``.
 """
 
 from __future__ import annotations
@@ -18,12 +20,10 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-import os
 import secrets
 import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import Any
 
 from joserfc import jwe
@@ -55,20 +55,6 @@ def parse_session_secrets(spec: str) -> list[bytes]:
         if len(secret) < MIN_SECRET_BYTES:
             raise SecretError(f"APIKM_SESSION_SECRET entries need {MIN_SECRET_BYTES}+ bytes")
     return result
-
-
-def load_or_create_secret_file(path: Path) -> list[bytes]:
-    """Development default: a random secret in a 0600 file beside the SQLite database."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another worker won the race; use its secret
-            pass
-        else:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(secrets.token_urlsafe(48) + "\n")
-    return parse_session_secrets(path.read_text().strip())
 
 
 class CookieCodec:
@@ -157,8 +143,8 @@ class AccessCache:
     """Access tokens by session id (bounded), and the ids of sessions that were ended.
 
     Ending is remembered until the session would have expired anyway, so a copied cookie
-    replayed after logout is refused by this process at once; other processes refuse it at
-    the latest when their cached access token expires and the refresh fails.
+    replayed after logout is refused at once; ``EndedSessions`` (``ended.py``) tells every
+    other replica.
     """
 
     def __init__(self, max_entries: int = 10_000) -> None:
@@ -187,10 +173,14 @@ class AccessCache:
         return self._locks.setdefault(sid, asyncio.Lock())
 
     def end(self, session: Session) -> None:
-        self._entries.pop(session.sid, None)
+        self.mark_ended(session.sid, session.expires_at)
+
+    def mark_ended(self, sid: str, until: float) -> None:
+        self._entries.pop(sid, None)
         now = time.time()
-        self._ended = {k: v for k, v in self._ended.items() if v > now}
-        self._ended[session.sid] = session.expires_at
+        if len(self._ended) > self._max:
+            self._ended = {k: v for k, v in self._ended.items() if v > now}
+        self._ended[sid] = max(until, self._ended.get(sid, 0.0))
 
     def is_ended(self, sid: str) -> bool:
         return sid in self._ended

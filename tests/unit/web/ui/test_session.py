@@ -1,10 +1,8 @@
 from __future__ import annotations
 
 import os
-import stat
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
@@ -13,7 +11,6 @@ from apikm.web.ui.session import (
     CookieCodec,
     SecretError,
     SessionCodec,
-    load_or_create_secret_file,
     new_session,
     parse_session_secrets,
 )
@@ -73,10 +70,3 @@ def test_session_secrets_are_parsed_and_checked() -> None:
         parse_session_secrets("short")
     with pytest.raises(SecretError):
         parse_session_secrets(" , ")
-
-
-def test_the_development_secret_file_is_private_and_reused(tmp_path: Path) -> None:
-    path = tmp_path / "data" / "session-secret"
-    first = load_or_create_secret_file(path)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert load_or_create_secret_file(path) == first
