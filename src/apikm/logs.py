@@ -18,15 +18,27 @@ from apikm.keys.format import key_pattern
 
 _SECRET_FIELDS = re.compile(r"(secret|token|password|passwd|authorization|pepper|api_?key|^key$)",
                             re.IGNORECASE)
-_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
+# A JWT: ``eyJ<header>.<payload>.<signature>``, parts in base64url, which has no dot. Every
+# pattern here must stay linear on hostile text (paths and headers reach the logs): a plain
+# ``\beyJ[...]{5,}\.`` tried again from every ``eyJ`` of one long run, and ``"eyJ-" * 16000``
+# took a second. So the parts are possessive (never given back), and when a candidate fails,
+# the second branch swallows the rest of its run: a later ``eyJ`` in the same run would meet the
+# same next part and fail the same way, so nothing in the run is scanned twice.
+_B64 = "[A-Za-z0-9_-]"
+_JWT = re.compile(rf"\beyJ(?:{_B64}{{5,}}+\.{_B64}{{5,}}+\.{_B64}*+(?P<jwt>)|{_B64}*+)")
+
+
+def _jwt_or_text(match: re.Match[str]) -> str:
+    return "[jwt]" if match.group("jwt") is not None else match.group(0)
 
 
 class Redactor:
     def __init__(self, prefix: str) -> None:
+        # ``\b<prefix>_[0-9A-Za-z]{42}\b``: a bounded quantifier, linear already.
         self._key = key_pattern(prefix)
 
     def scrub(self, text: str) -> str:
-        return _JWT.sub("[jwt]", self._key.sub("[key]", text))
+        return _JWT.sub(_jwt_or_text, self._key.sub("[key]", text))
 
     def __call__(self, _logger: Any, _method: str,
                  event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
