@@ -74,6 +74,15 @@ async def token_endpoint(request: Request) -> Response:
     return JSONResponse(body, headers=NO_STORE)
 
 
+def _from_introspect_network(request: Request, tokens: TokenServices, caller: str) -> bool:
+    """The TCP peer decides: a forwarded header never grants what the peer itself lacks. A
+    trusted proxy in the networks speaks for its clients only when the client it names is
+    in them too, so nothing reached through a loopback proxy is let in for being loopback."""
+    client = request.scope.get("client")
+    peer = client[0] if client else ""
+    return tokens.introspectors.allows(peer) and tokens.introspectors.allows(caller)
+
+
 async def _introspector_allowed(request: Request, ctx: AppContext, tokens: TokenServices,
                                 caller: str) -> None:
     authorization = request.headers.get("authorization", "")
@@ -88,7 +97,7 @@ async def _introspector_allowed(request: Request, ctx: AppContext, tokens: Token
             raise OAuthError(403, "insufficient_scope",
                              f"introspection needs the role {ctx.settings.introspect_role}")
         return
-    if not tokens.introspectors.allows(caller):
+    if not _from_introspect_network(request, tokens, caller):
         raise OAuthError(401, "invalid_client", "introspection needs a Keycloak bearer token "
                          "or a caller from APIKM_INTROSPECT_NETWORKS",
                          {"WWW-Authenticate": f'Bearer realm="{ctx.settings.auth_realm}"'})
