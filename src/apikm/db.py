@@ -42,6 +42,27 @@ class UTCDateTime(sa.TypeDecorator[dt.datetime]):
         return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
+# SQLSTATE classes of a database that cannot answer now: connection exception (08),
+# insufficient resources (53), operator intervention (57: shutting down, cannot connect now),
+# system error (58).
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57", "58")
+RETRY_AFTER_SECONDS = 5
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """The database (or the network to it) failed, not the statement: worth a 503 and a
+    retry. A refused statement (a bug, a constraint) is not."""
+    if isinstance(exc, OSError | sa.exc.TimeoutError | sa.exc.DisconnectionError):
+        return True  # refused or lost connection, timeouts (TimeoutError is an OSError)
+    if isinstance(exc, sa.exc.DBAPIError):
+        if exc.connection_invalidated or isinstance(
+                exc, sa.exc.InterfaceError | sa.exc.OperationalError):
+            return True
+        state = getattr(exc.orig, "sqlstate", None)
+        return isinstance(state, str) and state[:2] in _UNAVAILABLE_SQLSTATES
+    return False
+
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
