@@ -30,7 +30,6 @@ The client address (for key network restrictions and failure counting) is the pe
 from __future__ import annotations
 
 import base64
-import binascii
 import functools
 import json
 from collections.abc import Iterable, Iterator
@@ -179,11 +178,16 @@ def credential_from_authorization(value: str) -> str | None:
         return credential
     if scheme.lower() == "basic":
         try:
-            decoded = base64.b64decode(credential, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+            decoded = base64.b64decode(credential, validate=True)
+        except ValueError:  # binascii.Error, or characters outside ASCII
             return None
-        user, _, password = decoded.partition(":")
-        return password or user or None
+        # The key is the password (or the user name, for ``curl -u KEY:``). Any user name
+        # is accepted, so its encoding must not matter: each part is decoded on its own.
+        user, _, password = decoded.partition(b":")
+        try:
+            return (password or user).decode("utf-8") or None
+        except UnicodeDecodeError:
+            return None
     return None
 
 

@@ -128,14 +128,15 @@ async def introspect_endpoint(request: Request) -> Response:
         key = form.get("token")
         if not key:
             raise OAuthError(400, "invalid_request", "token (the API key) is required")
-        client_ip = _optional_ip(form)
+        client_ip = _optional_ip(form) or caller or None
     except OAuthError as exc:
         return _oauth_error(exc)
     # The resource server may name its own client's address (for keys bound to networks);
     # failures are then counted per end client, as /v1/verify does for trusted gateways.
+    # Without one, the key is judged for the caller itself, as if it had used it.
     try:
-        result = await ctx.verifier.verify(key, client_ip=client_ip,
-                                           limiter_id=client_ip or caller, endpoint="introspect")
+        result = await ctx.verifier.verify(key, client_ip=client_ip, limiter_id=client_ip or "",
+                                           endpoint="introspect")
     except (SQLAlchemyError, OSError) as exc:
         return _unavailable(request, exc)
     return JSONResponse(introspection_body(result, tokens.issuer), headers=NO_STORE)
