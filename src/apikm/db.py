@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+import structlog
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -19,6 +22,8 @@ metadata = sa.MetaData(
         "pk": "pk_%(table_name)s",
     }
 )
+
+log = structlog.get_logger(__name__)
 
 JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
 
@@ -69,12 +74,34 @@ def utcnow() -> dt.datetime:
 
 def create_engine(url: str) -> AsyncEngine:
     if url.startswith("sqlite"):
+        _create_private_sqlite_file(url)
         # hide_parameters: a failed statement's message must not carry key hashes or emails.
         engine = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
         _tune_sqlite(engine)
         return engine
     return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True,
                                hide_parameters=True)
+
+
+def _create_private_sqlite_file(url: str) -> None:
+    """Create the database file 0600 (its directory 0700) before SQLite does: SQLite would
+    honour the umask (often world-readable), and gives the -wal and -shm files it makes later
+    the database file's own permissions. A file that exists is the operator's: only warned
+    about when others may read it."""
+    database = sa.engine.make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        if path.stat().st_mode & 0o077:
+            log.warning("database file is readable by others; chmod 600 it (and its -wal and "
+                        "-shm files)", file=str(path))
+        return
+    os.close(fd)  # an empty file is an empty SQLite database
 
 
 def _tune_sqlite(engine: AsyncEngine) -> None:

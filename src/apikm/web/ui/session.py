@@ -31,6 +31,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import OctKey
 
 from apikm.identity.principal import Principal
+from apikm.secret_files import others_may_access
 
 SESSION_COOKIE = "apikm_session"
 SECURE_SESSION_COOKIE = "__Host-apikm_session"  # browsers enforce Secure, Path=/, no Domain
@@ -68,6 +69,9 @@ def load_or_create_secret_file(path: Path) -> list[bytes]:
         else:
             with os.fdopen(fd, "w") as handle:
                 handle.write(secrets.token_urlsafe(48) + "\n")
+    problem = others_may_access(path)
+    if problem:  # whoever reads it can open and forge session cookies
+        raise SecretError(f"refusing the session secret file: {problem}")
     return parse_session_secrets(path.read_text().strip())
 
 

@@ -80,3 +80,11 @@ def test_the_development_secret_file_is_private_and_reused(tmp_path: Path) -> No
     first = load_or_create_secret_file(path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert load_or_create_secret_file(path) == first
+
+
+def test_a_session_secret_file_others_can_read_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "session-secret"
+    load_or_create_secret_file(path)
+    path.chmod(0o640)
+    with pytest.raises(SecretError, match=f"chmod 600 {path}"):
+        load_or_create_secret_file(path)
