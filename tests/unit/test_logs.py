@@ -30,14 +30,16 @@ def test_jwt_redaction_matches_the_jwt_only() -> None:
     # an unsigned token (empty third part) and one after a failed candidate in the same run
     assert scrub("eyJab.cd eyJhbGciOi.eyJzdWIi.") == "eyJab.cd [jwt]"
     assert scrub("eyJabcdef.ab.eyJhbGciOi.eyJzdWIi.sig") == "eyJabcdef.ab.[jwt]"
-    # not a word boundary: left alone, as before
-    assert scrub(f"a{jwt}") == f"a{jwt}"
-    assert scrub("eyJhbGciOi.eyJzdWIi") == "eyJhbGciOi.eyJzdWIi"
+    long_failure = "eyJ" + "a" * 70 + ".ab."  # swallowed whole, given back unchanged
+    assert scrub(long_failure + jwt) == long_failure + "[jwt]"
+    # glued to a word character: masked all the same
+    assert scrub(f"a{jwt}") == "a[jwt]"
+    assert scrub("eyJhbGciOi.eyJzdWIi") == "eyJhbGciOi.eyJzdWIi"  # two parts: not a JWT
 
 
 def _seconds(scrub: Callable[[str], str], text: str) -> float:
     best = float("inf")
-    for _ in range(3):
+    for _ in range(5):
         started = time.perf_counter()
         scrub(text)
         best = min(best, time.perf_counter() - started)
@@ -58,4 +60,5 @@ def test_redaction_is_linear_on_pathological_input(shape: str) -> None:
     hostile = (shape * (length // len(shape) + 1))[:length]
     ordinary = ("GET /data/dem.tif?x=1 from 10.0.0.1 ok; " * (length // 40 + 1))[:length]
     baseline = max(_seconds(scrub, ordinary), 1e-4)
-    assert _seconds(scrub, hostile) < 50 * baseline
+    # quadratic cost was over 10,000 times the baseline; linear stays under 20
+    assert _seconds(scrub, hostile) < 100 * baseline
