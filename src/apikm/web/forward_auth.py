@@ -33,7 +33,7 @@ import base64
 import functools
 import json
 from collections.abc import Iterable, Iterator
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import parse_qsl, quote
 
 from apikm.config import Settings
 from apikm.verify.codes import MESSAGES, Code
@@ -107,9 +107,9 @@ class ForwardAuthRules:
                 yield credential
         for name in ORIGINAL_URI_HEADERS:
             uri = headers.get(name)
-            if uri:
-                yield from self._query_keys(
-                    parse_qsl(urlsplit(uri.decode("latin-1")).query, keep_blank_values=True))
+            if uri:  # its query, as urlsplit() finds it but without raising ("//[?apikey=")
+                query_string = uri.decode("latin-1").partition("#")[0].partition("?")[2]
+                yield from self._query_keys(parse_qsl(query_string, keep_blank_values=True))
         yield from self._query_keys(query)
 
     def _query_keys(self, pairs: Iterable[tuple[str, str]]) -> Iterator[str]:
