@@ -124,7 +124,7 @@ def _migrate(settings: Settings) -> None:
 
     url = settings.effective_database_url
     if url.startswith("sqlite"):
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     upgrade(url)
 
 

@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     rate_limit: str = "20/minute"
     rate_limit_storage: str = "memory://"
     trusted_proxies: Annotated[list[str], NoDecode] = ["127.0.0.1/32", "::1/128"]
+    client_ip_header: Literal["x-forwarded-for", "x-real-ip"] = Field(
+        "x-forwarded-for", description="the one header whose client address is believed from "
+        "trusted proxies (the configs in deploy/ set X-Forwarded-For); the other is ignored")
     cache_ttl_seconds: float = Field(5.0, ge=0, description="backstop lifetime of a cached "
                                      "key; changes reach every replica's cache at once")
     cache_max_keys: int = Field(100_000, ge=100)
@@ -138,6 +141,11 @@ class Settings(BaseSettings):
     @classmethod
     def _cidrs(cls, value: list[str]) -> list[str]:
         return [str(ipaddress.ip_network(item, strict=False)) for item in value]
+
+    @field_validator("client_ip_header", mode="before")
+    @classmethod
+    def _header_name(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("key_prefix")
     @classmethod

@@ -31,6 +31,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from apikm.secret_files import others_may_access
+
 if TYPE_CHECKING:
     from apikm.config import Settings
 
@@ -126,6 +128,9 @@ def load_or_create_key_file(path: Path) -> EncryptionKeys:
         else:
             with os.fdopen(fd, "w") as handle:
                 handle.write(new_key_spec("local1") + "\n")
+    problem = others_may_access(path)
+    if problem:  # whoever reads it can decrypt the signing keys and forge UI sessions
+        raise EncryptionKeyError(f"refusing the encryption key file: {problem}")
     return parse_encryption_keys(path.read_text().strip())
 
 

@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg  # type: ignore[import-untyped]
@@ -34,6 +35,25 @@ def _as_postgres(args: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
 
 
+@dataclass
+class PostgresCluster:
+    """A private cluster that a test may stop and start again (an outage, on demand)."""
+
+    url: str
+    data: Path
+    log: Path
+    options: str
+
+    def stop(self) -> None:
+        subprocess.run(_as_postgres([str(_bin_dir() / "pg_ctl"), "-D", str(self.data), "-m",
+                                     "fast", "-w", "stop"]), check=True, capture_output=True)
+
+    def start(self) -> None:
+        subprocess.run(_as_postgres([str(_bin_dir() / "pg_ctl"), "-D", str(self.data), "-l",
+                                     str(self.log), "-w", "start", "-o", self.options]),
+                       check=True, capture_output=True)
+
+
 @contextmanager
 def postgres_server() -> Iterator[str]:
     """Yields an asyncpg URL of a fresh, empty database; removes the cluster afterwards."""
@@ -41,6 +61,14 @@ def postgres_server() -> Iterator[str]:
     if existing:
         yield existing
         return
+    with postgres_cluster() as cluster:
+        yield cluster.url
+
+
+@contextmanager
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """A fresh cluster of its own (never ``APIKM_TEST_POSTGRES_URL``) with an empty database
+    ``apikm``; removed afterwards."""
     bin_dir = _bin_dir()
     root = Path(tempfile.mkdtemp(prefix="apikm-pg-"))
     data, sockets = root / "data", root / "sock"
@@ -52,14 +80,13 @@ def postgres_server() -> Iterator[str]:
     run = {"check": True, "capture_output": True}
     subprocess.run(_as_postgres([str(bin_dir / "initdb"), "-D", str(data), "-U", "apikm",
                                  "--auth=trust", "-E", "UTF8"]), **run)  # type: ignore[call-overload]
-    subprocess.run(_as_postgres([
-        str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "start",
-        "-o", f"-h 127.0.0.1 -p {port} -k {sockets} -c fsync=off",
-    ]), **run)  # type: ignore[call-overload]
+    cluster = PostgresCluster(f"postgresql+asyncpg://apikm@127.0.0.1:{port}/apikm", data,
+                              root / "log", f"-h 127.0.0.1 -p {port} -k {sockets} -c fsync=off")
     try:
+        cluster.start()
         subprocess.run([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port),
                         "-U", "apikm", "apikm"], **run)  # type: ignore[call-overload]
-        yield f"postgresql+asyncpg://apikm@127.0.0.1:{port}/apikm"
+        yield cluster
     finally:
         subprocess.run(_as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast",
                                      "stop"]), check=False, capture_output=True)

@@ -17,10 +17,18 @@ from apikm.encryption import new_key_spec
 
 @pytest.fixture
 def serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
-    import uvicorn
+    import granian
 
     ran: dict[str, Any] = {}
-    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: ran.update(kwargs))
+
+    class Server:  # granian, the default server, captured instead of serving
+        def __init__(self, target: str, **options: Any) -> None:
+            ran.update(options, host=options["address"])
+
+        def serve(self) -> None:
+            ran["served"] = True
+
+    monkeypatch.setattr(granian, "Granian", Server)
     for name in ("APIKM_HOST", "APIKM_PORT", "APIKM_PUBLIC_URL", "APIKM_ENCRYPTION_KEY",
                  "APIKM_PEPPERS"):
         monkeypatch.delenv(name, raising=False)
@@ -36,7 +44,7 @@ def serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str,
 def test_port_option_feeds_the_settings_and_the_issuer(serve: dict[str, Any]) -> None:
     result = CliRunner().invoke(cli.app, ["serve", "--port", "18003", "--no-migrate"])
     assert result.exit_code == 0, result.output
-    assert serve["port"] == 18003 and serve["host"] == "127.0.0.1"
+    assert serve["port"] == 18003 and serve["host"] == "127.0.0.1" and serve["served"]
     assert os.environ["APIKM_PORT"] == "18003"  # worker processes read it too
     assert get_settings().base_url == "http://127.0.0.1:18003"
 

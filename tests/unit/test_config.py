@@ -19,6 +19,9 @@ def test_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings(_env_file=None)
     assert settings.default_apikey_ttl_hour == 24
     assert settings.trusted_proxies == ["10.0.0.0/8", "192.168.1.1/32"]
+    assert settings.client_ip_header == "x-forwarded-for"
+    monkeypatch.setenv("APIKM_CLIENT_IP_HEADER", " X-Real-IP")
+    assert load_settings(_env_file=None).client_ip_header == "x-real-ip"
 
 
 @pytest.mark.parametrize("name, value", [
@@ -28,6 +31,7 @@ def test_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
     ("APIKM_TRUSTED_PROXIES", "10.0.0.0/99"),
     ("APIKM_KEYCLOAK_URL", "keycloak:8080"),
     ("APIKM_DEFAULT_APIKEY_TTL_HOUR", "-1"),
+    ("APIKM_CLIENT_IP_HEADER", "forwarded"),
 ])
 def test_wrong_values_name_the_variable(monkeypatch: pytest.MonkeyPatch, name: str,
                                         value: str) -> None:

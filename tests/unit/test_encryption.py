@@ -75,6 +75,14 @@ def test_the_development_key_file_is_private_and_reused(tmp_path: Path) -> None:
     assert load_or_create_key_file(path) == first
 
 
+def test_a_key_file_others_can_read_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "encryption-key"
+    load_or_create_key_file(path)
+    path.chmod(0o640)
+    with pytest.raises(EncryptionKeyError, match=f"chmod 600 {path}"):
+        load_or_create_key_file(path)
+
+
 def test_sqlite_without_a_key_uses_the_file(tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("APIKM_ENCRYPTION_KEY", raising=False)

@@ -33,7 +33,7 @@ def sync_command(
         from apikm.migrations import upgrade
 
         if settings.effective_database_url.startswith("sqlite"):
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         upgrade(settings.effective_database_url)
     try:
         report = asyncio.run(_run(settings, once))

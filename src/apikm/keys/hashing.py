@@ -15,6 +15,8 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from apikm.secret_files import others_may_access
+
 _PEPPER_ID = re.compile(r"^[A-Za-z0-9._-]{1,32}$")
 MIN_PEPPER_BYTES = 16
 
@@ -59,4 +61,7 @@ def load_or_create_pepper_file(path: Path) -> PepperRing:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(f"local1:{secrets.token_urlsafe(32)}\n")
+    problem = others_may_access(path)
+    if problem:  # whoever reads the pepper can test guessed keys offline against the hashes
+        raise PepperError(f"refusing the pepper file: {problem}")
     return parse_peppers(path.read_text().strip())

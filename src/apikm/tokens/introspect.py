@@ -1,10 +1,10 @@
 """RFC 7662 introspection of API keys (``POST /oauth/introspect``, ``token`` = the key).
 
-Who may introspect: callers whose address (resolved through the trusted proxies) lies in
-``APIKM_INTROSPECT_NETWORKS`` (default: loopback only), or any caller presenting a valid
-Keycloak access token for apikm (audience ``APIKM_OIDC_AUDIENCE``) whose roles include
-``APIKM_INTROSPECT_ROLE`` (default ``apikm-introspect``; give it to a resource server's
-service account). Everyone else gets 401, so the endpoint is no key-guessing oracle.
+Who may introspect: callers from ``APIKM_INTROSPECT_NETWORKS`` (default: loopback only) -- the
+TCP peer must lie in them, and so must the client a trusted proxy names -- or any caller
+presenting a valid Keycloak access token for apikm (audience ``APIKM_OIDC_AUDIENCE``) whose
+roles include ``APIKM_INTROSPECT_ROLE`` (default ``apikm-introspect``; give it to a resource
+server's service account). Everyone else gets 401, so the endpoint is no key-guessing oracle.
 
 The answer is ``{"active": false}`` for any key that is not usable right now, whatever the
 reason, as the RFC asks; active keys carry the owner's identity and effective roles.

@@ -3,6 +3,13 @@
 Verifications add to in-memory counters; a background task writes them every
 ``APIKM_USAGE_FLUSH_SECONDS`` (and at shutdown) as one UPDATE per used key and one upsert per
 key and day. A crash loses at most one interval of counts, never a key.
+
+One key must never hold back the others: values are made storable before they are written (a
+client address the column cannot hold is not recorded), and when the database still refuses
+the batch (SQLSTATE class 22 or 23: a key deleted before its counts were written, say), the
+batch, rolled back whole, is written again key by key, each in its own transaction, so every
+count is written exactly once and only the refused key's counts are dropped (logged). When the
+database cannot be reached, everything not yet written is kept for the next flush.
 """
 
 from __future__ import annotations
@@ -10,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 import structlog
@@ -18,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from apikm.db import upsert
 from apikm.keys.tables import api_keys, key_usage_daily
+from apikm.networks import parse_address
 
 log = structlog.get_logger(__name__)
 
@@ -27,6 +36,15 @@ class _Usage:
     count: int
     last_used_at: float  # epoch seconds
     last_used_ip: str | None
+
+
+@dataclass
+class _Batch:
+    """What one flush writes for one key."""
+
+    pending: dict[str, _Usage] = field(default_factory=dict)
+    daily: dict[tuple[str, int], int] = field(default_factory=dict)
+    rehash: dict[str, tuple[str, str, str]] = field(default_factory=dict)
 
 
 class UsageRecorder:
@@ -78,17 +96,70 @@ class UsageRecorder:
             return 0
         self._pending, self._daily, self._rehash = {}, {}, {}
         try:
-            async with self._engine.begin() as connection:
-                await self._apply_rehash(connection, rehash)
-                for key_id, usage in pending.items():
-                    await connection.execute(_usage_update(key_id, usage))
-                if daily:
-                    await self._upsert_daily(connection, daily)
+            await self._write(pending, daily, rehash)
+        except Exception as exc:
+            if not _refused(exc):
+                self._keep(pending, daily, rehash)
+                raise
+            log.warning("usage batch refused; writing it key by key",
+                        error_type=type(exc).__name__)
         except BaseException:  # cancelled at shutdown included: stop() flushes what is kept
-            self._merge_back(pending, daily)
-            self._rehash = {**rehash, **self._rehash}
+            self._keep(pending, daily, rehash)
             raise
-        return len(pending)
+        else:
+            return len(pending)
+        return await self._flush_each(pending, daily, rehash)
+
+    async def _flush_each(self, pending: dict[str, _Usage], daily: dict[tuple[str, int], int],
+                          rehash: dict[str, tuple[str, str, str]]) -> int:
+        """The refused batch again, one transaction per key: a written key is done, a refused
+        key is dropped, and whatever is left when the database goes away is kept."""
+        parts: dict[str, _Batch] = {}
+        for key_id, usage in pending.items():
+            parts.setdefault(key_id, _Batch()).pending[key_id] = usage
+        for day_key, count in daily.items():
+            parts.setdefault(day_key[0], _Batch()).daily[day_key] = count
+        for key_id, change in rehash.items():
+            parts.setdefault(key_id, _Batch()).rehash[key_id] = change
+        queue = list(parts.items())
+        written = 0
+        for index, (key_id, part) in enumerate(queue):
+            try:
+                await self._write(part.pending, part.daily, part.rehash)
+            except Exception as exc:
+                if not _refused(exc):
+                    self._keep_all(part for _, part in queue[index:])
+                    raise
+                uses = part.pending[key_id].count if part.pending else 0
+                log.error("usage of a key refused by the database; dropped", key_id=key_id,
+                          uses=uses, error_type=type(exc).__name__,
+                          error=str(exc).split("\n", 1)[0])
+            except BaseException:
+                self._keep_all(part for _, part in queue[index:])
+                raise
+            else:
+                written += 1 if part.pending else 0
+        return written
+
+    async def _write(self, pending: dict[str, _Usage], daily: dict[tuple[str, int], int],
+                     rehash: dict[str, tuple[str, str, str]]) -> None:
+        """All of it in one transaction: written whole, or (rolled back) not at all."""
+        async with self._engine.begin() as connection:
+            await self._apply_rehash(connection, rehash)
+            for key_id, usage in pending.items():
+                await connection.execute(_usage_update(key_id, usage))
+            if daily:
+                await self._upsert_daily(connection, daily)
+
+    def _keep(self, pending: dict[str, _Usage], daily: dict[tuple[str, int], int],
+              rehash: dict[str, tuple[str, str, str]]) -> None:
+        """Not written: back into the counters, for the next flush."""
+        self._merge_back(pending, daily)
+        self._rehash = {**rehash, **self._rehash}
+
+    def _keep_all(self, parts: Iterable[_Batch]) -> None:
+        for part in parts:
+            self._keep(part.pending, part.daily, part.rehash)
 
     async def _apply_rehash(self, connection: AsyncConnection,
                             rehash: dict[str, tuple[str, str, str]]) -> None:
@@ -128,6 +199,29 @@ class UsageRecorder:
 
 
 _EPOCH = dt.date(1970, 1, 1)
+_IP_COLUMN_LENGTH = getattr(api_keys.c.last_used_ip.type, "length", None) or 45
+
+
+def _refused(exc: BaseException) -> bool:
+    """The database refused a value (SQLSTATE class 22, data exception, or 23, integrity
+    constraint violation): writing the same rows again would fail the same way. Anything
+    else (connection lost, database locked, timeouts) may pass on the next try."""
+    if isinstance(exc, sa.exc.IntegrityError | sa.exc.DataError):
+        return True
+    if isinstance(exc, sa.exc.DBAPIError):
+        state = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+        return isinstance(state, str) and state[:2] in ("22", "23")
+    return False
+
+
+def _storable_ip(text: str | None) -> str | None:
+    """The address as the column can hold it, or None (not recorded): an IPv6 zone
+    ("fe80::1%eth0") means nothing on another host, and anything else is no address."""
+    address = parse_address(text) if text and len(text) <= 64 else None
+    if address is None or getattr(address, "scope_id", None):
+        return None
+    canonical = str(address)
+    return canonical if len(canonical) <= _IP_COLUMN_LENGTH else None
 
 
 def _usage_update(key_id: str, usage: _Usage) -> sa.Update:
@@ -137,5 +231,6 @@ def _usage_update(key_id: str, usage: _Usage) -> sa.Update:
     return (sa.update(api_keys).where(api_keys.c.id == key_id).values(
         use_count=api_keys.c.use_count + usage.count,
         last_used_at=sa.case((newer, at), else_=api_keys.c.last_used_at),
-        last_used_ip=sa.case((newer, usage.last_used_ip), else_=api_keys.c.last_used_ip),
+        last_used_ip=sa.case((newer, _storable_ip(usage.last_used_ip)),
+                             else_=api_keys.c.last_used_ip),
     ))

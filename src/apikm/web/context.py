@@ -132,7 +132,8 @@ def build_context(settings: Settings) -> AppContext:
         verifier=Verifier(settings.key_prefix, peppers, store, build_limiter(settings, bus, engine),
                           usage, max_staleness=settings.max_staleness),
         usage=usage,
-        addresses=ClientAddressResolver(settings.trusted_proxies),
+        addresses=ClientAddressResolver(settings.trusted_proxies,
+                                        settings.client_ip_header),
         bus=bus,
         sync=worker_from_settings(settings, engine, on_change=bus.applied),
     )

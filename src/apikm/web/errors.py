@@ -8,9 +8,11 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
+from apikm.db import RETRY_AFTER_SECONDS, database_unavailable
 from apikm.identity.tokens import InvalidToken
 from apikm.keys.policy import PolicyError
 from apikm.keys.service import KeyLimitReached, KeyNotFound, RolesRefused
@@ -33,6 +35,13 @@ def error_response(status: int, error: str, message: str,
                    headers: Mapping[str, str] | None = None, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": error, "message": message, **extra}, status_code=status,
                         headers=headers)
+
+
+def unavailable_response(**extra: Any) -> JSONResponse:
+    """503 while the database cannot be reached: a clear answer, and when to come back."""
+    return error_response(503, "unavailable", "the service cannot reach its database; "
+                          "retry shortly", {"Retry-After": str(RETRY_AFTER_SECONDS),
+                                            "Cache-Control": "no-store"}, **extra)
 
 
 _HTTP_NAMES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
@@ -83,6 +92,16 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         name = _HTTP_NAMES.get(exc.status_code, "error")
         return error_response(exc.status_code, name, str(exc.detail), exc.headers)
+
+    async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+        if not database_unavailable(exc):
+            raise exc  # a bug, not an outage: the 500 below, with its trace in the log
+        log.warning("database unavailable", path=request.url.path,
+                    error_type=type(exc).__name__)
+        return unavailable_response()
+
+    app.add_exception_handler(SQLAlchemyError, _unavailable)
+    app.add_exception_handler(OSError, _unavailable)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -30,11 +30,10 @@ The client address (for key network restrictions and failure counting) is the pe
 from __future__ import annotations
 
 import base64
-import binascii
 import functools
 import json
 from collections.abc import Iterable, Iterator
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import parse_qsl, quote
 
 from apikm.config import Settings
 from apikm.verify.codes import MESSAGES, Code
@@ -108,9 +107,9 @@ class ForwardAuthRules:
                 yield credential
         for name in ORIGINAL_URI_HEADERS:
             uri = headers.get(name)
-            if uri:
-                yield from self._query_keys(
-                    parse_qsl(urlsplit(uri.decode("latin-1")).query, keep_blank_values=True))
+            if uri:  # its query, as urlsplit() finds it but without raising ("//[?apikey=")
+                query_string = uri.decode("latin-1").partition("#")[0].partition("?")[2]
+                yield from self._query_keys(parse_qsl(query_string, keep_blank_values=True))
         yield from self._query_keys(query)
 
     def _query_keys(self, pairs: Iterable[tuple[str, str]]) -> Iterator[str]:
@@ -179,11 +178,16 @@ def credential_from_authorization(value: str) -> str | None:
         return credential
     if scheme.lower() == "basic":
         try:
-            decoded = base64.b64decode(credential, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+            decoded = base64.b64decode(credential, validate=True)
+        except ValueError:  # binascii.Error, or characters outside ASCII
             return None
-        user, _, password = decoded.partition(":")
-        return password or user or None
+        # The key is the password (or the user name, for ``curl -u KEY:``). Any user name
+        # is accepted, so its encoding must not matter: each part is decoded on its own.
+        user, _, password = decoded.partition(b":")
+        try:
+            return (password or user).decode("utf-8") or None
+        except UnicodeDecodeError:
+            return None
     return None
 
 

@@ -11,11 +11,13 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import structlog
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from apikm.config import Settings
+from apikm.db import RETRY_AFTER_SECONDS, database_unavailable
 from apikm.identity.tokens import InvalidToken
 from apikm.tokens.exchange import OAuthError, parse_exchange
 from apikm.tokens.introspect import introspection_body
@@ -61,6 +63,18 @@ def _services(request: Request) -> tuple[AppContext, TokenServices]:
     return request.app.state.ctx, request.app.state.tokens
 
 
+def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """503 in the endpoints' own error format when the database cannot answer; any other
+    failure is a bug and left to the 500 handler (logged with its trace)."""
+    if not database_unavailable(exc):
+        raise exc
+    log.warning("database unavailable", path=request.url.path, error_type=type(exc).__name__)
+    return JSONResponse({"error": "unavailable", "error_description":
+                         "the service cannot reach its database; retry shortly"},
+                        status_code=503,
+                        headers={**NO_STORE, "Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
 async def token_endpoint(request: Request) -> Response:
     ctx, tokens = _services(request)
     try:
@@ -69,9 +83,20 @@ async def token_endpoint(request: Request) -> Response:
         issued = await tokens.exchange.exchange(exchange, client_ip, client_ip)
     except OAuthError as exc:
         return _oauth_error(exc)
+    except (SQLAlchemyError, OSError) as exc:
+        return _unavailable(request, exc)
     body = {"access_token": issued.access_token, "issued_token_type": issued.issued_token_type,
             "token_type": "Bearer", "expires_in": issued.expires_in, "scope": issued.scope}
     return JSONResponse(body, headers=NO_STORE)
+
+
+def _from_introspect_network(request: Request, tokens: TokenServices, caller: str) -> bool:
+    """The TCP peer decides: a forwarded header never grants what the peer itself lacks. A
+    trusted proxy in the networks speaks for its clients only when the client it names is
+    in them too, so nothing reached through a loopback proxy is let in for being loopback."""
+    client = request.scope.get("client")
+    peer = client[0] if client else ""
+    return tokens.introspectors.allows(peer) and tokens.introspectors.allows(caller)
 
 
 async def _introspector_allowed(request: Request, ctx: AppContext, tokens: TokenServices,
@@ -88,7 +113,7 @@ async def _introspector_allowed(request: Request, ctx: AppContext, tokens: Token
             raise OAuthError(403, "insufficient_scope",
                              f"introspection needs the role {ctx.settings.introspect_role}")
         return
-    if not tokens.introspectors.allows(caller):
+    if not _from_introspect_network(request, tokens, caller):
         raise OAuthError(401, "invalid_client", "introspection needs a Keycloak bearer token "
                          "or a caller from APIKM_INTROSPECT_NETWORKS",
                          {"WWW-Authenticate": f'Bearer realm="{ctx.settings.auth_realm}"'})
@@ -103,13 +128,17 @@ async def introspect_endpoint(request: Request) -> Response:
         key = form.get("token")
         if not key:
             raise OAuthError(400, "invalid_request", "token (the API key) is required")
-        client_ip = _optional_ip(form)
+        client_ip = _optional_ip(form) or caller or None
     except OAuthError as exc:
         return _oauth_error(exc)
     # The resource server may name its own client's address (for keys bound to networks);
     # failures are then counted per end client, as /v1/verify does for trusted gateways.
-    result = await ctx.verifier.verify(key, client_ip=client_ip,
-                                       limiter_id=client_ip or caller, endpoint="introspect")
+    # Without one, the key is judged for the caller itself, as if it had used it.
+    try:
+        result = await ctx.verifier.verify(key, client_ip=client_ip, limiter_id=client_ip or "",
+                                           endpoint="introspect")
+    except (SQLAlchemyError, OSError) as exc:
+        return _unavailable(request, exc)
     return JSONResponse(introspection_body(result, tokens.issuer), headers=NO_STORE)
 
 

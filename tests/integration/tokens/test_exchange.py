@@ -192,6 +192,20 @@ def test_introspection_from_loopback(apikm: ApikmServer,
         "active": False}
 
 
+def test_introspection_without_client_ip_judges_the_caller(
+        apikm: ApikmServer, as_user: Callable[[str], httpx.Client]) -> None:
+    alice = as_user("alice")
+    inside, _ = create_key(alice, ["analyst"], allowed_networks=["127.0.0.0/8"])
+    outside, _ = create_key(alice, ["analyst"], allowed_networks=["10.9.9.0/24"])
+    url = f"{apikm.url}/oauth/introspect"
+    assert httpx.post(url, data={"token": inside}).json()["active"] is True
+    assert httpx.post(url, data={"token": outside}).json() == {"active": False}
+    # a named client_ip still decides
+    assert httpx.post(url, data={"token": outside, "client_ip": "10.9.9.7"}).json()["active"]
+    assert httpx.post(url, data={"token": inside, "client_ip": "10.9.9.7"}).json() == {
+        "active": False}
+
+
 @pytest.fixture(scope="module")
 def guarded_apikm(keycloak: StackInfo) -> Iterator[ApikmServer]:
     """Introspection open to no network: only Keycloak bearers with the role may ask."""

@@ -143,8 +143,9 @@ def test_network_restriction_uses_forwarded_client(apikm: ApikmServer,
                                                    as_user: Callable[[str], httpx.Client]) -> None:
     key, _ = create_key(as_user("bob"), ["analyst"], allowed_networks=["203.0.113.0/24"])
     assert auth(apikm, "203.0.113.7", {"X-API-Key": key}).status_code == 200
+    # only APIKM_CLIENT_IP_HEADER (X-Forwarded-For by default) is believed, never X-Real-IP
     real_ip = auth(apikm, "", {"X-API-Key": key, "X-Real-IP": "203.0.113.8"})
-    assert real_ip.status_code == 200
+    assert real_ip.status_code == 403 and real_ip.json()["error"] == "IP_NOT_ALLOWED"
     outside = auth(apikm, next(_addresses), {"X-API-Key": key})
     assert outside.status_code == 403 and outside.json()["error"] == "IP_NOT_ALLOWED"
 

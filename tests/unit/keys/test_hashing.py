@@ -48,3 +48,15 @@ def test_dev_pepper_file_is_created_once_with_0600(tmp_path: Path) -> None:
     second = load_or_create_pepper_file(path)
     assert first.digest("k") == second.digest("k")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660, 0o602])
+def test_a_pepper_file_others_can_read_is_refused(tmp_path: Path, mode: int) -> None:
+    path = tmp_path / "pepper"
+    load_or_create_pepper_file(path)
+    path.chmod(mode)
+    with pytest.raises(PepperError) as info:
+        load_or_create_pepper_file(path)
+    assert str(path) in str(info.value) and f"chmod 600 {path}" in str(info.value)
+    path.chmod(0o400)  # read-only for its owner is fine
+    load_or_create_pepper_file(path)

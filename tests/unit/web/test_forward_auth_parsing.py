@@ -21,6 +21,17 @@ def test_credentials_from_authorization() -> None:
     assert credential_from_authorization("Basic " + base64.b64encode(b"\xff:\xfe").decode()) \
         is None
     assert credential_from_authorization("Digest abc") is None
+    assert credential_from_authorization("Basic é") is None
+    assert credential_from_authorization("Basic") is None
+
+
+def test_basic_user_name_need_not_be_utf8() -> None:
+    """Any user name is accepted, so one that is not UTF-8 must not hide the password."""
+    for user in (b"\xff\xfe", b"caf\xe9", b"\x00"):
+        encoded = base64.b64encode(user + b":apikm_key").decode()
+        assert credential_from_authorization("Basic " + encoded) == "apikm_key"
+    assert credential_from_authorization("Basic " + base64.b64encode(b"k:\xff").decode()) \
+        is None  # a password that is not UTF-8 is not a key
     assert credential_from_authorization("Bearer") is None
 
 
