@@ -67,14 +67,22 @@ def refused_roles(requested: Iterable[str], held: Iterable[str]) -> list[str]:
 
 
 def normalize_roles(roles: Iterable[str]) -> list[str]:
-    """Sorted, unique, trimmed role names: ``role`` (realm) or ``client_id:role`` (client)."""
+    """Sorted, unique role names: ``role`` (realm) or ``client_id:role`` (client).
+
+    Names are taken exactly as given: ``" analyst"`` or ``"analyst\n"`` is a misspelling,
+    refused like any other, not silently trimmed into a role the caller did not type.
+    """
     result = set()
     for role in roles:
-        name = role.strip()
-        client, sep, client_role = name.partition(":")
-        if not name or (sep and (not client or not client_role)):
-            raise PolicyError(f"invalid role name {role!r}", field="roles")
-        result.add(name)
+        if not isinstance(role, str):
+            raise PolicyError("role names must be strings", field="roles")
+        client, sep, client_role = role.partition(":")
+        if (not role or role != role.strip() or not role.isprintable()
+                or (sep and (not client or not client_role
+                             or client != client.strip() or client_role != client_role.strip()))):
+            raise PolicyError(f"invalid role name {role!r}: no leading or trailing spaces, no "
+                              "control characters, 'role' or 'client_id:role'", field="roles")
+        result.add(role)
     return sorted(result)
 
 
