@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -115,16 +116,39 @@ def check_meta(meta: dict[str, Any], max_bytes: int) -> dict[str, Any]:
     return meta
 
 
+# A per-key limit is one window of at most a day (the limiter keeps one counter per window):
+# limits' notation for a single limit, "100/minute", "100 per minute", "5/10 minutes".
+_RATE_LIMIT = re.compile(r"\s*([0-9]{1,9})\s*(?:/|per)\s*(?:([0-9]{1,9})\s*)?"
+                         r"(second|minute|hour|day)s?\s*", re.IGNORECASE)
+_WINDOW_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+MAX_RATE_LIMIT_AMOUNT = 1_000_000
+MAX_RATE_LIMIT_WINDOW = timedelta(days=1)
+
+
 def check_rate_limit(value: str | None) -> str | None:
+    """``N/<second|minute|hour|day>`` (or ``N per ...``, ``N/M minutes``), 1 <= N <= 10^6,
+    a window of at most one day; returned in the canonical form ``100/minute``."""
     if value is None:
         return None
-    try:
-        parse_rate_limit(value)
-    except ValueError:
+    match = _RATE_LIMIT.fullmatch(value)
+    if match is None:
         raise PolicyError(
-            f"{value!r} is not a rate limit such as '100/minute'", field="rate_limit"
-        ) from None
-    return value
+            f"{value!r} is not a rate limit such as '100/minute', '5000/hour' or "
+            "'10 per 5 seconds' (one limit; the window in seconds, minutes, hours or days)",
+            field="rate_limit",
+        )
+    amount, multiples = int(match.group(1)), int(match.group(2) or 1)
+    unit = match.group(3).lower()
+    if not 1 <= amount <= MAX_RATE_LIMIT_AMOUNT:
+        raise PolicyError(f"a rate limit allows 1 to {MAX_RATE_LIMIT_AMOUNT:,} requests per "
+                          "window", field="rate_limit")
+    window = multiples * _WINDOW_SECONDS[unit]
+    if not 1 <= window <= MAX_RATE_LIMIT_WINDOW.total_seconds():
+        raise PolicyError("a rate limit's window is 1 second to 1 day (e.g. '20000/day')",
+                          field="rate_limit")
+    canonical = f"{amount}/{unit}" if match.group(2) is None else f"{amount}/{multiples} {unit}s"
+    parse_rate_limit(canonical)  # what the limiter will read: must parse the same
+    return canonical
 
 
 def rotation_overlap(seconds: int, maximum: timedelta) -> timedelta:

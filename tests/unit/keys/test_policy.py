@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from limits import parse as parse_rate_limit
 
 from apikm.keys import policy
 from apikm.keys.policy import LifetimePolicy, PolicyError
@@ -76,11 +77,32 @@ def test_meta_size_limit_counts_utf8_bytes() -> None:
         policy.check_meta({"a": "é" * 10}, 20)
 
 
-def test_rate_limit_strings() -> None:
-    assert policy.check_rate_limit("100/minute") == "100/minute"
+@pytest.mark.parametrize(("given", "stored"), [
+    ("100/minute", "100/minute"), ("1/second", "1/second"), ("5000/hour", "5000/hour"),
+    ("1000000/day", "1000000/day"), ("100 per minute", "100/minute"),
+    ("100/Minutes", "100/minute"), ("5/10 minutes", "5/10 minutes"),
+    ("5 per 10 minutes", "5/10 minutes"), ("10 per 5 seconds", "10/5 seconds"),
+    ("3/24 hours", "3/24 hours"), ("7/1 day", "7/1 days"), (" 20 / hour ", "20/hour"),
+])
+def test_rate_limits_in_limits_notation_up_to_a_day(given: str, stored: str) -> None:
+    assert policy.check_rate_limit(given) == stored
+    parse_rate_limit(stored)  # what the limiter reads
+
+
+@pytest.mark.parametrize("bad", [
+    "lots", "", "100", "/minute", "0/minute", "1000001/minute", "99999999999999999999/year",
+    "5/year", "5/month", "5 per 1000000 years", "5/2 days", "5/25 hours", "5/1441 minutes",
+    "5/0 minutes", "1/second;1000/year", "1/second,5/day", "-1/minute", "1.5/minute",
+    "\u0661/minute", "5/minute\n1/year",
+])
+def test_other_rate_limits_are_refused(bad: str) -> None:
+    with pytest.raises(PolicyError) as info:
+        policy.check_rate_limit(bad)
+    assert info.value.field == "rate_limit"
+
+
+def test_no_rate_limit() -> None:
     assert policy.check_rate_limit(None) is None
-    with pytest.raises(PolicyError):
-        policy.check_rate_limit("lots")
 
 
 def test_rotation_overlap_is_bounded() -> None:

@@ -43,6 +43,9 @@ def assert_client_error(response: httpx.Response, status: int | None = None) -> 
     {"name": "ok", "expires_at": "2030-01-01T00:00:00"},
     {"name": "ok", "expires_at": "1999-01-01T00:00:00Z"},
     {"name": "ok", "rate_limit": "fast"},
+    {"name": "ok", "rate_limit": "0/minute"},
+    {"name": "ok", "rate_limit": "99999999999999999999/year"},
+    {"name": "ok", "rate_limit": "5 per 1000000 years"},
     {"name": "ok", "unknown_field": 1},
     {"name": "ok", "roles": ["analyst"] * 101},
 ])
