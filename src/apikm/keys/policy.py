@@ -103,17 +103,93 @@ def normalize_networks(networks: Iterable[str]) -> list[str]:
     return result
 
 
-def check_meta(meta: dict[str, Any], max_bytes: int) -> dict[str, Any]:
-    try:  # NaN and Infinity are not JSON: PostgreSQL refuses them, SQLite cannot read them
-        text = json.dumps(meta, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except ValueError:
-        raise PolicyError("meta must not contain NaN or Infinity", field="meta") from None
+MAX_META_DEPTH = 8  # the meta object itself is level 1
+
+
+def _meta_problem(meta: Any, max_depth: int) -> str | None:
+    """What makes ``meta`` unfit to store (depth, non-JSON values, text PostgreSQL refuses),
+    found without recursion so no nesting can exhaust the stack."""
+    stack: list[tuple[Any, int]] = [(meta, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            if depth > max_depth:
+                return f"meta is nested more than {max_depth} levels deep"
+            for name, item in value.items():
+                if not isinstance(name, str):
+                    return "meta keys must be strings"
+                stack.append((name, depth))
+                stack.append((item, depth + 1))
+        elif isinstance(value, list):
+            if depth > max_depth:
+                return f"meta is nested more than {max_depth} levels deep"
+            stack.extend((item, depth + 1) for item in value)
+        elif isinstance(value, str):
+            if "\x00" in value:
+                return "meta must not contain NUL characters (\\u0000)"
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                return "meta must not contain lone surrogates (invalid UTF-16 escapes)"
+        elif isinstance(value, float):
+            if value != value or value in (float("inf"), float("-inf")):
+                return "meta must not contain NaN or Infinity"
+        elif value is not None and not isinstance(value, bool | int):
+            return "meta must contain only JSON values"
+    return None
+
+
+def check_meta(meta: dict[str, Any], max_bytes: int,
+               max_depth: int = MAX_META_DEPTH) -> dict[str, Any]:
+    """A JSON object of at most ``max_bytes`` (UTF-8, compact) and ``max_depth`` levels."""
+    if not isinstance(meta, dict):
+        raise PolicyError("meta must be a JSON object", field="meta")
+    problem = _meta_problem(meta, max_depth)
+    if problem is not None:
+        raise PolicyError(problem, field="meta")
+    # NaN and Infinity are not JSON: PostgreSQL refuses them, SQLite cannot read them
+    text = json.dumps(meta, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     size = len(text.encode())
     if size > max_bytes:
         raise PolicyError(
             f"meta is {size} bytes as JSON; the limit is {max_bytes}", field="meta"
         )
     return meta
+
+
+def displayable_meta(meta: Any, max_depth: int = MAX_META_DEPTH) -> dict[str, Any]:
+    """Stored meta as it can be shown and serialised: a row written before the depth limit
+    (or by hand) must not break listings, so containers below ``max_depth`` become their
+    JSON text, and anything but an object is wrapped."""
+    if not isinstance(meta, dict):
+        return {"value": _as_text(meta)}
+    if _meta_problem(meta, max_depth) is None:
+        return meta
+    cut: dict[str, Any] = _cut(meta, max_depth)
+    return cut
+
+
+def _cut(value: Any, levels: int) -> Any:
+    """``levels``: how many more levels of containers may follow (0: none).
+    Recursion is bounded by the depth cap, never by the data."""
+    if isinstance(value, dict):
+        if levels <= 0:
+            return _as_text(value)
+        return {str(k): _cut(v, levels - 1) for k, v in value.items()}
+    if isinstance(value, list):
+        if levels <= 0:
+            return _as_text(value)
+        return [_cut(v, levels - 1) for v in value]
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode()
+    return value
+
+
+def _as_text(value: Any) -> str:
+    try:
+        return json.dumps(value, separators=(",", ":"), default=str)
+    except (ValueError, TypeError, RecursionError):
+        return "[unreadable]"
 
 
 # A per-key limit is one window of at most a day (the limiter keeps one counter per window):

@@ -309,7 +309,7 @@ class KeyService:
             "description": row.description,
             "roles": list(row.roles),
             "allowed_networks": list(row.allowed_networks),
-            "meta": row.meta,
+            "meta": policy.displayable_meta(row.meta),
             "rate_limit": row.rate_limit,
             "status": derived_status(row.status, row.expires_at, now),
             "expires_at": row.expires_at,

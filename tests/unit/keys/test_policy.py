@@ -111,3 +111,52 @@ def test_rotation_overlap_is_bounded() -> None:
         policy.rotation_overlap(7200, timedelta(hours=1))
     with pytest.raises(PolicyError):
         policy.rotation_overlap(-1, timedelta(hours=1))
+
+
+def nested(levels: int) -> dict[str, object]:
+    """An object ``levels`` deep: nested(1) == {}, nested(2) == {"a": {}}."""
+    meta: dict[str, object] = {}
+    for _ in range(levels - 1):
+        meta = {"a": meta}
+    return meta
+
+
+def test_meta_depth_is_capped() -> None:
+    assert policy.check_meta(nested(policy.MAX_META_DEPTH), 4096) == nested(8)
+    assert policy.check_meta({"a": [[[[[[[1]]]]]]]}, 4096)  # 8 levels: object + 7 lists
+    for deep in (nested(9), nested(300), {"a": [[[[[[[[1]]]]]]]]}):
+        with pytest.raises(PolicyError, match="8 levels") as info:
+            policy.check_meta(deep, 10**6)
+        assert info.value.field == "meta"
+
+
+def test_meta_deeper_than_the_stack_is_refused_without_recursion() -> None:
+    with pytest.raises(PolicyError, match="levels"):
+        policy.check_meta(nested(100_000), 10**9)
+
+
+@pytest.mark.parametrize("bad", [{"a": "nul\x00"}, {"nul\x00": 1}, {"a": "\ud800"},
+                                 {"a": float("nan")}, {"a": [float("-inf")]}, {"a": {1, 2}},
+                                 {"a": b"bytes"}, {1: "int key"}])
+def test_meta_that_cannot_be_stored_everywhere_is_refused(bad: dict[str, object]) -> None:
+    with pytest.raises(PolicyError) as info:
+        policy.check_meta(bad, 4096)
+    assert info.value.field == "meta"
+
+
+def test_meta_must_be_an_object() -> None:
+    with pytest.raises(PolicyError, match="object"):
+        policy.check_meta(["a"], 4096)  # type: ignore[arg-type]
+
+
+def test_stored_meta_too_deep_is_shown_cut_at_the_cap_never_lost() -> None:
+    assert policy.displayable_meta({"p": 1}) == {"p": 1}
+    shown = policy.displayable_meta(nested(300))
+    inner = shown
+    for _ in range(7):
+        inner = inner["a"]
+    assert isinstance(inner, dict) and isinstance(inner["a"], str)  # level 9 as JSON text
+    assert inner["a"].startswith('{"a":{"a":')
+    assert policy.displayable_meta(nested(8)) == nested(8)
+    assert policy.displayable_meta(["not", "an", "object"]) == {"value": '["not","an","object"]'}
+    assert policy.displayable_meta(None) == {"value": "null"}

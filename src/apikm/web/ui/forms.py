@@ -15,7 +15,7 @@ from typing import Any
 from starlette.datastructures import FormData
 
 from apikm.config import Settings
-from apikm.keys.policy import PolicyError, normalize_networks
+from apikm.keys.policy import MAX_META_DEPTH, PolicyError, check_meta, normalize_networks
 from apikm.keys.service import NewKey
 
 PRESET_DAYS = (7, 30, 90)
@@ -87,7 +87,7 @@ def parse_new_key(form: FormData, settings: Settings, now: datetime) -> NewKeyFo
         errors["description"] = f"At most {MAX_DESCRIPTION} characters."
     expires_at = _expiry(values, settings, now, errors)
     networks = _networks(values["networks"], errors)
-    meta = _meta(values["meta"], errors)
+    meta = _meta(values["meta"], settings.max_meta_bytes, errors)
     if not errors:
         result.new_key = NewKey(name=values["name"], description=values["description"],
                                 roles=values["roles"], expires_at=expires_at,
@@ -136,7 +136,7 @@ def _networks(text: str, errors: dict[str, str]) -> list[str]:
         return []
 
 
-def _meta(text: str, errors: dict[str, str]) -> dict[str, Any]:
+def _meta(text: str, max_bytes: int, errors: dict[str, str]) -> dict[str, Any]:
     if not text:
         return {}
     try:
@@ -144,7 +144,14 @@ def _meta(text: str, errors: dict[str, str]) -> dict[str, Any]:
     except ValueError as exc:
         errors["meta"] = f"This is not valid JSON: {exc.args[0] if exc.args else exc}."
         return {}
+    except RecursionError:
+        errors["meta"] = f"Metadata can be nested at most {MAX_META_DEPTH} levels deep."
+        return {}
     if not isinstance(meta, dict):
         errors["meta"] = 'Metadata must be a JSON object, e.g. {"project": "flood-maps"}.'
         return {}
-    return meta
+    try:
+        return check_meta(meta, max_bytes)
+    except PolicyError as exc:
+        errors["meta"] = f"{str(exc)[0].upper()}{str(exc)[1:]}."
+        return {}

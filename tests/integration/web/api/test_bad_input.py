@@ -3,11 +3,18 @@ and nothing stored is changed by it."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
+
+from apikm.db import create_engine
+from apikm.keys.tables import api_keys
+from tests.support.apikm_server import ApikmServer
+from tests.support.keys import new_key
 
 pytestmark = pytest.mark.integration
 Clients = Callable[[str], httpx.Client]
@@ -136,3 +143,52 @@ def test_nan_in_meta_is_refused(as_user: Clients, raw: bytes) -> None:
 
 def test_blank_name_is_refused(as_user: Clients) -> None:
     assert_client_error(as_user("alice").post("/v1/keys", json={"name": "   "}), 422)
+
+
+def nested(levels: int) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    for _ in range(levels - 1):
+        meta = {"a": meta}
+    return meta
+
+
+def test_deep_meta_is_refused_before_anything_is_stored(as_user: Clients) -> None:
+    alice = as_user("alice")
+    before = [k["id"] for k in alice.get("/v1/keys", params={"limit": 500}).json()]
+    refused = assert_client_error(alice.post("/v1/keys", json={"name": "deep",
+                                                               "meta": nested(300)}), 422)
+    assert refused["field"] == "meta" and "8 levels" in refused["message"]
+    assert [k["id"] for k in alice.get("/v1/keys", params={"limit": 500}).json()] == before
+    created = alice.post("/v1/keys", json={"name": "eight", "meta": nested(8)})
+    assert created.status_code == 201, created.text
+    key_id = created.json()["id"]
+    assert_client_error(alice.patch(f"/v1/keys/{key_id}", json={"meta": nested(9)}), 422)
+    assert alice.get(f"/v1/keys/{key_id}").json()["meta"] == nested(8)
+
+
+def test_listings_survive_deep_meta_stored_by_an_older_version(
+        apikm: ApikmServer, as_user: Clients) -> None:
+    alice, admin = as_user("alice"), as_user("admin")
+    key_id = new_key(alice)["id"]
+    asyncio.run(_store_meta(apikm.database_url, key_id, nested(300)))
+    listed = alice.get("/v1/keys", params={"limit": 500})
+    assert listed.status_code == 200, listed.text
+    shown = next(k for k in listed.json() if k["id"] == key_id)["meta"]
+    for _ in range(7):
+        shown = shown["a"]
+    assert shown["a"].startswith('{"a":')  # below the cap: the stored JSON, as text
+    assert alice.get(f"/v1/keys/{key_id}").status_code == 200
+    assert admin.get("/v1/admin/keys", params={"limit": 500}).status_code == 200
+    fixed = alice.patch(f"/v1/keys/{key_id}", json={"meta": {"fixed": True}})
+    assert fixed.status_code == 200 and fixed.json()["meta"] == {"fixed": True}
+
+
+async def _store_meta(database_url: str, key_id: str, meta: dict[str, Any]) -> None:
+    """Write meta as an older apikm (without the depth limit) would have."""
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(sa.update(api_keys).where(api_keys.c.id == key_id)
+                               .values(meta=meta))
+    finally:
+        await engine.dispose()

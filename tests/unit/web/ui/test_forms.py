@@ -68,3 +68,14 @@ def test_presets_longer_than_the_policy_are_not_offered() -> None:
     assert [o.value for o in choices.options] == ["default", "7", "30", "date"]
     assert choices.max_date == "2026-03-31"
     assert choices.options[0].label == "Default (1 day)"
+
+
+def test_meta_is_checked_like_the_api_does() -> None:
+    deep = '{"a":' * 300 + "{}" + "}" * 300
+    parsed = parse_new_key(form(name="k", meta=deep), settings(), NOW)
+    assert parsed.new_key is None and "8 levels" in parsed.errors["meta"]
+    too_deep_for_python = '{"a":' * 100_000 + "{}" + "}" * 100_000
+    parsed = parse_new_key(form(name="k", meta=too_deep_for_python), settings(), NOW)
+    assert parsed.new_key is None and "8 levels" in parsed.errors["meta"]
+    big = parse_new_key(form(name="k", meta='{"b": "' + "x" * 5000 + '"}'), settings(), NOW)
+    assert "limit is 4096" in big.errors["meta"]
