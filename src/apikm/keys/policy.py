@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,6 +22,50 @@ class PolicyError(ValueError):
         super().__init__(message)
         self.field = field
         self.details = details
+
+
+MAX_NAME = 100
+MAX_DESCRIPTION = 1000
+# Characters that change how the text around them is shown: control characters, line and
+# paragraph separators, private-use and lone surrogates, and the bidirectional overrides
+# that make a name read differently from what it is ("Trojan Source").
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cs", "Co", "Zl", "Zp"})
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+                           "\u2066\u2067\u2068\u2069")
+
+
+def _hidden(ch: str) -> bool:
+    return unicodedata.category(ch) in _HIDDEN_CATEGORIES or ch in _BIDI_CONTROLS
+
+
+def check_name(name: str) -> str:
+    """A key's name, trimmed: 1 to 100 characters, nothing that hides or reorders text.
+    The API, the web UI and the service all use this one rule."""
+    if not isinstance(name, str):
+        raise PolicyError("the name must be text", field="name")
+    value = name.strip()
+    if not value:
+        raise PolicyError("the name must not be empty", field="name")
+    if len(value) > MAX_NAME:
+        raise PolicyError(f"the name is too long (at most {MAX_NAME} characters)", field="name")
+    if any(_hidden(ch) for ch in value):
+        raise PolicyError("the name must not contain control characters, line breaks or "
+                          "text-direction marks", field="name")
+    return value
+
+
+def check_description(description: str) -> str:
+    """Free text of at most 1000 characters; line breaks and tabs allowed, other control
+    characters (terminal escapes, NUL) and lone surrogates not."""
+    if not isinstance(description, str):
+        raise PolicyError("the description must be text", field="description")
+    if len(description) > MAX_DESCRIPTION:
+        raise PolicyError(f"the description is too long (at most {MAX_DESCRIPTION} characters)",
+                          field="description")
+    if any(_hidden(ch) and ch not in "\t\n\r" for ch in description):
+        raise PolicyError("the description must not contain control characters other than "
+                          "line breaks and tabs", field="description")
+    return description
 
 
 @dataclass(frozen=True)

@@ -115,8 +115,8 @@ class KeyService:
         values: dict[str, Any] = {
             "id": key_id,
             "owner_id": owner.user_id,
-            "name": new.name,
-            "description": new.description,
+            "name": policy.check_name(new.name),
+            "description": policy.check_description(new.description),
             "roles": roles,
             "allowed_networks": policy.normalize_networks(new.allowed_networks),
             "meta": policy.check_meta(new.meta, self._rules.max_meta_bytes),
@@ -132,7 +132,7 @@ class KeyService:
             await self._check_quota(conn, owner.user_id, now)
             secret = await self._insert_with_fresh_secret(conn, values)
             await _audit(conn, "create", Actor.of(owner), key_id, owner.user_id,
-                         {"name": new.name, "roles": roles})
+                         {"name": values["name"], "roles": roles})
             row = await self._fetch(conn, key_id, owner.user_id)
         return CreatedKey(self.present(row, now), secret)
 
@@ -218,9 +218,9 @@ class KeyService:
     def _changed_values(self, row: Any, changes: KeyChanges, now: datetime) -> dict[str, Any]:
         values: dict[str, Any] = {}
         if changes.name is not None:
-            values["name"] = changes.name
+            values["name"] = policy.check_name(changes.name)
         if changes.description is not None:
-            values["description"] = changes.description
+            values["description"] = policy.check_description(changes.description)
         if changes.roles is not None:
             roles = policy.normalize_roles(changes.roles)
             added = policy.refused_roles(roles, row.roles)

@@ -14,18 +14,14 @@ from pydantic import (
     StringConstraints,
 )
 
+from apikm.keys import policy
 from apikm.keys.service import KeyChanges, NewKey
 
-
-def _printable(value: str) -> str:
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
-        raise ValueError("must not contain control characters")
-    return value
-
-
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
-                 AfterValidator(_printable), Field(examples=["gdal on my laptop"])]
-Description = Annotated[str, Field(max_length=1000)]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
+                                        max_length=policy.MAX_NAME),
+                 AfterValidator(policy.check_name), Field(examples=["gdal on my laptop"])]
+Description = Annotated[str, Field(max_length=policy.MAX_DESCRIPTION),
+                        AfterValidator(policy.check_description)]
 Role = Annotated[str, Field(min_length=1, max_length=255, examples=["geoserver:read"])]
 Network = Annotated[str, Field(min_length=1, max_length=64, examples=["10.0.0.0/8"])]
 RateLimit = Annotated[str, Field(max_length=32, examples=["100/minute"])]
