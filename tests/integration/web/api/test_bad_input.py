@@ -196,3 +196,20 @@ async def _store_meta(database_url: str, key_id: str, meta: dict[str, Any]) -> N
                                .values(meta=meta))
     finally:
         await engine.dispose()
+
+
+def test_a_key_pasted_into_the_wrong_place_is_never_echoed(apikm: ApikmServer,
+                                                           as_user: Clients) -> None:
+    alice = as_user("alice")
+    key = new_key(alice)["key"]
+    answers = [
+        alice.post("/v1/keys", json={"name": "n", "allowed_networks": [key]}),
+        alice.post("/v1/keys", json={"name": "n", "allowed_networks": [f"10.0.0.0/8{key}"]}),
+        alice.post("/v1/keys", json={"name": "n", "roles": [key]}),
+        alice.post("/v1/keys", json={"name": "n", key: "where does this go"}),
+        httpx.post(f"{apikm.url}/oauth/token", content=f"{key}=1&{key}=2",
+                   headers={"content-type": "application/x-www-form-urlencoded"}),
+    ]
+    for response in answers:
+        assert 400 <= response.status_code < 500, response.text
+        assert key not in response.text and "[key]" in response.text, response.text
