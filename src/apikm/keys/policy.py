@@ -275,7 +275,7 @@ def check_rate_limit(value: str | None) -> str | None:
 def rotation_overlap(seconds: int, maximum: timedelta) -> timedelta:
     if seconds < 0:
         raise PolicyError("overlap_seconds must not be negative", field="overlap_seconds")
-    if timedelta(seconds=seconds) > maximum:
+    if seconds > maximum.total_seconds():  # compared as numbers: no timedelta overflows
         raise PolicyError(
             f"overlap_seconds exceeds the maximum of {int(maximum.total_seconds())}",
             field="overlap_seconds",

@@ -111,6 +111,8 @@ def test_rotation_overlap_is_bounded() -> None:
         policy.rotation_overlap(7200, timedelta(hours=1))
     with pytest.raises(PolicyError):
         policy.rotation_overlap(-1, timedelta(hours=1))
+    with pytest.raises(PolicyError):  # found by the fuzz test: was an OverflowError, a 500
+        policy.rotation_overlap(6261529884602598370050048, timedelta(hours=1))
 
 
 def nested(levels: int) -> dict[str, object]:
