@@ -54,6 +54,34 @@ def check_name(name: str) -> str:
     return value
 
 
+MAX_REASON = 255
+
+
+def check_reason(reason: str) -> str:
+    """Why a key was revoked (the owner reads it): trimmed, 1 to 255 characters, one line."""
+    if not isinstance(reason, str):
+        raise PolicyError("the reason must be text", field="reason")
+    value = reason.strip()
+    if not value or len(value) > MAX_REASON:
+        raise PolicyError(f"give a reason of 1 to {MAX_REASON} characters", field="reason")
+    if any(_hidden(ch) for ch in value):
+        raise PolicyError("the reason must not contain control characters, line breaks or "
+                          "text-direction marks", field="reason")
+    return value
+
+
+def storable(text: str) -> bool:
+    """Text a database can hold and compare: PostgreSQL refuses NUL, UTF-8 lone surrogates.
+    An id that is not storable names nothing stored, so a lookup by it finds nothing."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_description(description: str) -> str:
     """Free text of at most 1000 characters; line breaks and tabs allowed, other control
     characters (terminal escapes, NUL) and lone surrogates not."""

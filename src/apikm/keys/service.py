@@ -170,6 +170,8 @@ class KeyService:
     async def list_keys(self, owner_id: str | None, status: str | None = None,
                    limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
         now = utcnow()
+        if owner_id is not None and not policy.storable(owner_id):
+            return []
         query = sa.select(api_keys).order_by(api_keys.c.created_at.desc(), api_keys.c.id)
         if owner_id is not None:
             query = query.where(api_keys.c.owner_id == owner_id)
@@ -270,6 +272,8 @@ class KeyService:
     async def revoke(self, key_id: str, owner_id: str | None, actor: Actor,
                      reason: str | None = None) -> dict[str, Any]:
         now = utcnow()
+        if reason is not None:
+            reason = policy.check_reason(reason)
         async with self._engine.begin() as conn:
             row = await self._fetch(conn, key_id, owner_id, for_update=True)
             if row.status != "revoked":
@@ -357,6 +361,9 @@ async def record_audit(conn: AsyncConnection, action: str, actor: Actor, key_id:
 async def list_audit(engine: AsyncEngine, *, key_id: str | None = None,
                      owner_id: str | None = None, actor_id: str | None = None,
                      limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+    filters = (key_id, owner_id, actor_id)
+    if any(value is not None and not policy.storable(value) for value in filters):
+        return []  # no stored event names such an id
     query = sa.select(audit_events).order_by(audit_events.c.id.desc())
     for column, value in ((audit_events.c.key_id, key_id), (audit_events.c.owner_id, owner_id),
                           (audit_events.c.actor_id, actor_id)):

@@ -32,7 +32,7 @@ async def any_key(key_id: uuid.UUID, admin: Admin, ctx: Ctx) -> dict[str, Any]:
 async def revoke_any_key(key_id: uuid.UUID, admin: Admin, ctx: Ctx,
                          reason: Reason = None) -> dict[str, Any]:
     return await ctx.keys.revoke(str(key_id), None, Actor.of(admin),
-                                 reason or f"revoked by admin {admin.username}")
+                                 reason or f"revoked by admin {admin.username}"[:255])
 
 
 @router.get("/audit", response_model=list[AuditEvent])

@@ -213,3 +213,18 @@ def test_a_key_pasted_into_the_wrong_place_is_never_echoed(apikm: ApikmServer,
     for response in answers:
         assert 400 <= response.status_code < 500, response.text
         assert key not in response.text and "[key]" in response.text, response.text
+
+
+def test_text_postgresql_cannot_hold_is_answered_not_crashed_on(as_user: Clients) -> None:
+    """NUL in a filter or a reason used to reach PostgreSQL and come back as a 500."""
+    admin = as_user("admin")
+    assert admin.get("/v1/admin/audit", params={"key_id": "\x00"}).json() == []
+    assert admin.get("/v1/admin/audit", params={"owner_id": "a\x00b"}).json() == []
+    assert admin.get("/v1/admin/keys", params={"owner_id": "\x00"}).json() == []
+    key = new_key(as_user("bob"))
+    refused = assert_client_error(admin.delete(f"/v1/admin/keys/{key['id']}",
+                                               params={"reason": "bad\x00reason"}), 422)
+    assert refused["field"] == "reason"
+    assert admin.get(f"/v1/admin/keys/{key['id']}").json()["status"] == "active"
+    revoked = admin.delete(f"/v1/admin/keys/{key['id']}", params={"reason": " leaked "})
+    assert revoked.status_code == 200 and revoked.json()["revoked_reason"] == "leaked"
