@@ -239,8 +239,15 @@ def keys_list(
         typer.echo(json.dumps(rows, default=str, indent=2))
         return
     for row in rows:
-        typer.echo(f"{row['id']}  {row['hint']:<22} {row['status']:<9} "
-                   f"{row['owner_id']:<36}  {row['name']}")
+        typer.echo(f"{row['id']}  {shown(row['hint']):<22} {row['status']:<9} "
+                   f"{shown(row['owner_id']):<36}  {shown(row['name'])}")
+
+
+def shown(text: object) -> str:
+    """Text for an admin's terminal: anything not printable (escape sequences, line breaks,
+    text-direction marks) as a visible escape such as ``\\x1b``, never raw."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+                   for ch in str(text))
 
 
 @keys_app.command("peppers")

@@ -61,3 +61,37 @@ def test_nginx_keeps_a_query_key_out_of_the_upstream_url(nginx: checks.Setting) 
 def nginx() -> Iterator[checks.Setting]:
     with gateway_setting(nginx_gateway) as prepared:
         yield prepared
+
+
+def test_nginx_strips_every_apikey_from_the_upstream_url(nginx: checks.Setting) -> None:
+    """A map replaces one match: "apikey=K&apikey=" used to hand K to the upstream."""
+    key = nginx.alice_key
+    for query in (f"apikey={key}&apikey=", f"apikey={key}&apikey=x", f"apikey=x&apikey={key}",
+                  f"a=1&apikey={key}&b=2&apikey={key}", f"api%6Bey={key}&a=1",
+                  f"%61pikey={key}&apikey=&a=1"):
+        with checks.fresh_client(nginx) as client:
+            response = client.get(f"/maps/wms?{query}")
+        assert response.status_code == 200, (query, response.text)
+        path = response.json()["path"]
+        assert key not in path and "pikey" not in path and "%6B" not in path, path
+    with checks.fresh_client(nginx) as client:
+        third = client.get(f"/maps/wms?apikey={key}&apikey=1&apikey=2")
+    assert third.status_code == 400 and key not in third.text
+    assert third.headers["content-type"] == "application/json"
+
+
+def test_nginx_error_bodies_are_json_whatever_the_file_type(nginx: checks.Setting) -> None:
+    limit = int(nginx.apikm.env["APIKM_RATE_LIMIT"].split("/")[0])
+    with checks.fresh_client(nginx) as client:
+        missing = client.get("/data/dem.tif")
+        assert missing.status_code == 401
+        assert missing.headers["content-type"] == "application/json"
+        assert missing.json()["error"] == "unauthorized"
+        assert missing.headers.get_list("www-authenticate") == [
+            'Bearer realm="apikm", Basic realm="apikm", charset="UTF-8"']
+        for _ in range(limit):
+            client.get("/data/dem.tif", headers={"X-API-Key": "apikm_" + "z" * 40})
+        blocked = client.get("/data/dem.tif", headers={"X-API-Key": nginx.alice_key})
+    assert blocked.status_code == 429
+    assert blocked.headers["content-type"] == "application/json"  # not image/tiff
+    assert blocked.json()["error"] == "RATE_LIMITED" and int(blocked.headers["retry-after"]) > 0

@@ -114,6 +114,8 @@ error_log {work}/error.log info;
 events {{ worker_connections 1024; }}
 http {{
     access_log {work}/access.log;
+    include /etc/nginx/mime.types;        # as Debian's nginx.conf does
+    default_type application/octet-stream;
 {temp}
     include {work}/apikm.conf;
 }}

@@ -31,7 +31,12 @@ from apikm.identity.service_token import (
     ServiceTokenRefused,
     ServiceTokenUnavailable,
 )
-from apikm.identity.sync_rules import KeycloakUser
+from apikm.identity.sync_rules import (
+    KeycloakUser,
+    MalformedAnswer,
+    names_in,
+    user_from_answers,
+)
 
 REQUIRED_ROLES = ("view-users", "view-clients", "view-events")
 CLIENT_MAP_TTL_S = 300.0
@@ -43,6 +48,11 @@ class KeycloakError(Exception):
 
 class KeycloakUnavailable(KeycloakError):
     """Network failure, timeout or a 5xx: worth retrying later."""
+
+
+class KeycloakBadAnswer(KeycloakError):
+    """A 200 answer that is not the JSON Keycloak documents: that one read failed; the sync
+    counts it and goes on with the other users."""
 
 
 class KeycloakRefused(KeycloakError):
@@ -129,7 +139,7 @@ class KeycloakAdmin:
     async def _get_json(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
         response = await self._get(path, params)
         _check(response, f"GET {path}")
-        return response.json()
+        return _json(response, f"GET {path}")
 
     # --- start-up check ------------------------------------------------------------------
     async def check_permissions(self) -> None:
@@ -144,7 +154,8 @@ class KeycloakAdmin:
             response = await self._get(path)
             if response.status_code == 403:
                 missing.append(role)
-            elif role == "view-clients" and response.status_code == 200 and not response.json():
+            elif role == "view-clients" and response.status_code == 200 \
+                    and not _json(response, f"GET {path}"):
                 missing.append(role)  # query-clients alone lists nothing
             elif response.status_code != 200:
                 raise KeycloakError(f"permission check GET {path}: HTTP {response.status_code}")
@@ -164,19 +175,17 @@ class KeycloakAdmin:
             return None
         if realm_roles is None or groups is None or any(r is None for r in client_roles):
             raise KeycloakError("user deleted while being read")  # the retry will see it
-        roles = set(realm_roles)
-        for client_id, found in zip(client_ids, client_roles, strict=True):
-            roles.update(f"{client_id}:{name}" for name in found or ())
-        return KeycloakUser(
-            id=str(rep["id"]), username=str(rep.get("username") or rep["id"]),
-            email=str(rep["email"]) if rep.get("email") else None,
-            enabled=bool(rep.get("enabled", False)), roles=frozenset(roles),
-            groups=tuple(sorted(groups)))
+        by_client = {client_id: found or []
+                     for client_id, found in zip(client_ids, client_roles, strict=True)}
+        try:
+            return user_from_answers(user_id, rep, realm_roles, groups, by_client)
+        except MalformedAnswer as exc:
+            raise KeycloakBadAnswer(str(exc)) from None
 
     async def realm_roles(self, uid: str) -> list[str] | None:
         rows = await self._json_or_gone(f"/users/{uid}/role-mappings/realm/composite",
                                         {"briefRepresentation": "true"})
-        return None if rows is None else [str(r["name"]) for r in rows]
+        return None if rows is None else _names(rows, "name", "realm role mappings")
 
     async def client_roles(self, uid: str, client_internal_id: str) -> list[str] | None:
         path = f"/users/{uid}/role-mappings/clients/{client_internal_id}/composite"
@@ -187,7 +196,7 @@ class KeycloakAdmin:
             self.forget_clients()  # the client was deleted since we listed clients
             return []
         _check(response, "GET client role mappings")
-        return [str(r["name"]) for r in response.json()]
+        return _names(_json(response, "client role mappings"), "name", "client role mappings")
 
     async def groups(self, uid: str, page: int = 500) -> list[str] | None:
         paths: list[str] = []
@@ -196,7 +205,7 @@ class KeycloakAdmin:
                 "first": len(paths), "max": page, "briefRepresentation": "true"})
             if rows is None:
                 return None
-            paths.extend(str(g["path"]) for g in rows)
+            paths.extend(_names(rows, "path", "groups"))
             if len(rows) < page:
                 return paths
 
@@ -206,7 +215,7 @@ class KeycloakAdmin:
         if response.status_code == 404 and _is_user_not_found(response):
             return None
         _check(response, f"GET {path.split('/')[1]}/...")
-        return response.json()
+        return _json(response, f"GET {path.split('/')[1]}/...")
 
     # --- clients -------------------------------------------------------------------------
     async def _client_ids(self, client_ids: Sequence[str]) -> dict[str, str]:
@@ -227,7 +236,8 @@ class KeycloakAdmin:
             while True:
                 rows = await self._get_json("/clients", {"first": len(found), "max": page,
                                                           "briefRepresentation": "true"})
-                found.update({str(c["clientId"]): str(c["id"]) for c in rows})
+                found.update(zip(_names(rows, "clientId", "clients"), _names(rows, "id", "clients"),
+                                 strict=True))
                 if len(rows) < page:
                     break
             self._clients, self._clients_fetched = found, time.monotonic()
@@ -240,9 +250,9 @@ class KeycloakAdmin:
     async def admin_events(self, date_from_ms: int, first: int, max_results: int
                            ) -> list[dict[str, Any]]:
         """Admin events of the realm from ``date_from_ms`` (inclusive), oldest first."""
-        rows: list[dict[str, Any]] = await self._get_json("/admin-events", {
-            "dateFrom": date_from_ms, "first": first, "max": max_results, "direction": "asc"})
-        return rows
+        return _objects(await self._get_json("/admin-events", {
+            "dateFrom": date_from_ms, "first": first, "max": max_results, "direction": "asc"}),
+            "admin events")
 
     async def user_events(self, types: Sequence[str], date_from_ms: int, first: int,
                           max_results: int) -> list[dict[str, Any]]:
@@ -251,8 +261,7 @@ class KeycloakAdmin:
                    ("direction", "asc")]
         response = await self._get("/events", httpx.QueryParams(params))
         _check(response, "GET /events")
-        rows: list[dict[str, Any]] = response.json()
-        return rows
+        return _objects(_json(response, "GET /events"), "user events")
 
 
 def _check(response: httpx.Response, what: str) -> None:
@@ -263,10 +272,32 @@ def _check(response: httpx.Response, what: str) -> None:
         raise KeycloakError(f"{what}: HTTP {response.status_code}")
 
 
+def _json(response: httpx.Response, what: str) -> Any:
+    try:
+        return response.json()
+    except ValueError:  # not JSON, or not UTF-8
+        raise KeycloakBadAnswer(f"{what}: the answer is not JSON") from None
+
+
+def _names(rows: object, field: str, what: str) -> list[str]:
+    try:
+        return names_in(rows, field, what)
+    except MalformedAnswer as exc:
+        raise KeycloakBadAnswer(str(exc)) from None
+
+
+def _objects(rows: object, what: str) -> list[dict[str, Any]]:
+    """A JSON list of events; entries that are not objects are skipped (never read)."""
+    if not isinstance(rows, list):
+        raise KeycloakBadAnswer(f"{what}: not a JSON list")
+    return [row for row in rows if isinstance(row, dict)]
+
+
 def _is_user_not_found(response: httpx.Response) -> bool:
     """A 404 for the user, not for a mistyped realm or path: only then is the user gone."""
     try:
-        error = response.json().get("error", "")
+        body = response.json()
     except ValueError:
         return False
+    error = body.get("error", "") if isinstance(body, dict) else ""
     return isinstance(error, str) and error.lower().startswith("user not found")

@@ -40,6 +40,7 @@ from apikm.identity import sync_store as store
 from apikm.identity.admin_client import (
     AdminCredentials,
     KeycloakAdmin,
+    KeycloakBadAnswer,
     KeycloakError,
     KeycloakRefused,
     KeycloakUnavailable,
@@ -347,7 +348,8 @@ class SyncWorker:
         fresh = cursor.unseen(e for e in map(stream.parse, rows) if e is not None)
         if len(rows) >= self._config.max_events_per_poll and not fresh:
             # A window full of events already handled: jump past it, let a full pass cover.
-            newest = max(int(r.get("time", 0)) for r in rows)
+            newest = max((r["time"] for r in rows if isinstance(r.get("time"), int)),
+                         default=cursor.time_ms)
             self._cursors[stream.name] = EventCursor(newest + 1)
             self._full_pass_wanted.set()
             return 0
@@ -425,8 +427,9 @@ class SyncWorker:
                          ) -> tuple[int, int]:
         """Sync owners with bounded concurrency; returns (changed, failed).
 
-        Keycloak being unreachable aborts at once (retry later, as a whole); other errors
-        about one user are counted and skipped when ``tolerate``.
+        Keycloak being unreachable aborts at once (retry later, as a whole); a malformed
+        answer about one user is always counted and skipped (the next full pass reads that
+        user again); other errors about one user are counted and skipped when ``tolerate``.
         """
         queue: asyncio.Queue[str] = asyncio.Queue()
         for user_id in user_ids:
@@ -442,6 +445,10 @@ class SyncWorker:
                         counts["changed"] += 1
                 except (KeycloakUnavailable, KeycloakRefused):
                     raise
+                except KeycloakBadAnswer as exc:
+                    counts["failed"] += 1
+                    log.warning("Keycloak's answer about one owner is unreadable; skipped",
+                                user_id=user_id, error=str(exc))
                 except _RETRYABLE as exc:
                     if not tolerate:
                         raise

@@ -110,7 +110,10 @@ class EventCursor:
 
 # --- what an event touches --------------------------------------------------------------
 
-_USER_PATH = re.compile(r"^users/([0-9A-Za-z-]{1,64})(?:/|$)")
+# Users are "users/<id>" in resourcePath (Keycloak writes the decoded path): a UUID for users
+# stored in Keycloak, "f:<provider component id>:<external id>" for users of a federation
+# provider without import (LDAP, custom user storage), e.g. "users/f:3f5c...:alice".
+_USER_PATH = re.compile(r"^users/([0-9A-Za-z-]{1,64}|f:[0-9A-Za-z-]{1,64}:[^/]{1,180})(?:/|$)")
 # Admin changes that can move the effective roles or groups of users other than the one in
 # the path: group role mappings and moves, role composites, role or client deletion,
 # default roles, user federation (LDAP). They make the sync run a full pass at once.
@@ -128,6 +131,8 @@ USER_EVENT_TYPES = ("USER_DISABLED_BY_PERMANENT_LOCKOUT", "DELETE_ACCOUNT", "UPD
 
 def admin_event(raw: Mapping[str, object]) -> Event | None:
     """Read a Keycloak AdminEventRepresentation; None when it does not concern rights."""
+    if not isinstance(raw, Mapping):
+        return None
     event_id, time_ms = raw.get("id"), raw.get("time")
     if not isinstance(event_id, str) or not isinstance(time_ms, int):
         return None
@@ -143,6 +148,8 @@ def admin_event(raw: Mapping[str, object]) -> Event | None:
 
 def user_event(raw: Mapping[str, object]) -> Event | None:
     """Read a Keycloak EventRepresentation (a user event)."""
+    if not isinstance(raw, Mapping):
+        return None
     event_id, time_ms, user_id = raw.get("id"), raw.get("time"), raw.get("userId")
     if not isinstance(event_id, str) or not isinstance(time_ms, int):
         return None
@@ -199,6 +206,47 @@ def plan_owner(observed: KeycloakUser | None, disabled_at: datetime | None,
         return OwnerPlan(False, since, revoke=_ids(keys), revoke_reason=(
             f"owner disabled in Keycloak for more than {format_duration(grace)}"))
     return OwnerPlan(False, since, suspend=_ids(k for k in keys if k.status == "active"))
+
+
+class MalformedAnswer(ValueError):
+    """A 200 answer of the admin API without the shape Keycloak documents (a proxy's error
+    page, a truncated body, another version): that user cannot be read this time."""
+
+
+def names_in(rows: object, field: str, what: str) -> list[str]:
+    """``[row[field] for row in rows]`` of a JSON list of objects, each with a text field."""
+    if not isinstance(rows, list):
+        raise MalformedAnswer(f"{what}: not a JSON list")
+    found: list[str] = []
+    for row in rows:
+        value = row.get(field) if isinstance(row, dict) else None
+        if not isinstance(value, str) or not value:
+            raise MalformedAnswer(f"{what}: an entry without {field!r}")
+        found.append(value)
+    return found
+
+
+def user_from_answers(user_id: str, rep: object, realm_roles: Iterable[str],
+                      groups: Iterable[str], client_roles: Mapping[str, Iterable[str]]
+                      ) -> KeycloakUser:
+    """The user from the admin API's answers (``UserRepresentation``, role and group names).
+
+    ``enabled`` is required, never assumed: a missing flag read as "disabled" would suspend
+    the owner's keys, and revoke them once the grace period passed."""
+    if not isinstance(rep, dict):
+        raise MalformedAnswer("user: not a JSON object")
+    if rep.get("id") != user_id:
+        raise MalformedAnswer("user: the answer is about another user, or has no id")
+    enabled, username, email = rep.get("enabled"), rep.get("username"), rep.get("email")
+    if not isinstance(enabled, bool):
+        raise MalformedAnswer("user: no 'enabled' flag")
+    roles = set(realm_roles)
+    for client_id, names in client_roles.items():
+        roles.update(f"{client_id}:{name}" for name in names)
+    return KeycloakUser(
+        id=user_id, username=username if isinstance(username, str) and username else user_id,
+        email=email if isinstance(email, str) and email else None, enabled=enabled,
+        roles=frozenset(roles), groups=tuple(sorted(groups)))
 
 
 def _ids(keys: Iterable[LiveKey]) -> tuple[str, ...]:

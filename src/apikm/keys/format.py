@@ -98,3 +98,9 @@ def key_hint(prefix: str, public_id: str) -> str:
 def key_pattern(prefix: str) -> re.Pattern[str]:
     """Finds keys in free text (log redaction, secret scanning)."""
     return re.compile(rf"\b{re.escape(prefix)}_[0-9A-Za-z]{{{BODY_LENGTH}}}\b")
+
+
+def embedded_key_pattern(prefix: str) -> re.Pattern[str]:
+    """Every key-shaped run of text, even glued to other characters (``x<key>y``), where the
+    word boundaries of ``key_pattern`` would miss it: for redacting echoed input."""
+    return re.compile(rf"{re.escape(prefix)}_[0-9A-Za-z]{{{BODY_LENGTH}}}[0-9A-Za-z]*")

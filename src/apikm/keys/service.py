@@ -129,8 +129,8 @@ class KeyService:
         values: dict[str, Any] = {
             "id": key_id,
             "owner_id": owner.user_id,
-            "name": new.name,
-            "description": new.description,
+            "name": policy.check_name(new.name),
+            "description": policy.check_description(new.description),
             "roles": roles,
             "allowed_networks": policy.normalize_networks(new.allowed_networks),
             "meta": policy.check_meta(new.meta, self._rules.max_meta_bytes),
@@ -147,7 +147,7 @@ class KeyService:
             await self._check_quota(conn, owner.user_id, now)
             secret = await self._insert_with_fresh_secret(conn, values)
             await _audit(conn, "create", Actor.of(owner), key_id, owner.user_id,
-                         {"name": new.name, "roles": roles})
+                         {"name": values["name"], "roles": roles})
             row = await self._fetch(conn, key_id, owner.user_id)
         return CreatedKey(self.present(row, now), secret)
 
@@ -185,6 +185,8 @@ class KeyService:
     async def list_keys(self, owner_id: str | None, status: str | None = None,
                    limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
         now = utcnow()
+        if owner_id is not None and not policy.storable(owner_id):
+            return []
         query = sa.select(api_keys).order_by(api_keys.c.created_at.desc(), api_keys.c.id)
         if owner_id is not None:
             query = query.where(api_keys.c.owner_id == owner_id)
@@ -237,9 +239,9 @@ class KeyService:
     def _changed_values(self, row: Any, changes: KeyChanges, now: datetime) -> dict[str, Any]:
         values: dict[str, Any] = {}
         if changes.name is not None:
-            values["name"] = changes.name
+            values["name"] = policy.check_name(changes.name)
         if changes.description is not None:
-            values["description"] = changes.description
+            values["description"] = policy.check_description(changes.description)
         if changes.roles is not None:
             roles = policy.normalize_roles(changes.roles)
             added = policy.refused_roles(roles, row.roles)
@@ -294,6 +296,8 @@ class KeyService:
     async def revoke(self, key_id: str, owner_id: str | None, actor: Actor,
                      reason: str | None = None) -> dict[str, Any]:
         now = utcnow()
+        if reason is not None:
+            reason = policy.check_reason(reason)
         async with write_transaction(self._engine) as conn:
             # Whoever changes the row revokes, and audits; a concurrent revoke of the same
             # key finds it revoked and answers the same revocation (same revoked_at).
@@ -334,7 +338,7 @@ class KeyService:
             "description": row.description,
             "roles": list(row.roles),
             "allowed_networks": list(row.allowed_networks),
-            "meta": row.meta,
+            "meta": policy.displayable_meta(row.meta),
             "rate_limit": row.rate_limit,
             "status": derived_status(row.status, row.expires_at, now),
             "expires_at": row.expires_at,
@@ -398,6 +402,9 @@ async def record_audit(conn: AsyncConnection, action: str, actor: Actor, key_id:
 async def list_audit(engine: AsyncEngine, *, key_id: str | None = None,
                      owner_id: str | None = None, actor_id: str | None = None,
                      limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+    filters = (key_id, owner_id, actor_id)
+    if any(value is not None and not policy.storable(value) for value in filters):
+        return []  # no stored event names such an id
     query = sa.select(audit_events).order_by(audit_events.c.id.desc())
     for column, value in ((audit_events.c.key_id, key_id), (audit_events.c.owner_id, owner_id),
                           (audit_events.c.actor_id, actor_id)):

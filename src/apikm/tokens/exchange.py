@@ -115,14 +115,28 @@ class ApikmMinter:
                            issued_token_type=ACCESS_TOKEN_TYPE, scope=DEFAULT_SCOPE)
 
 
+NARROWED_KEY_REFUSED = (
+    "this key carries only some of its owner's roles, and keycloak exchange mode can only "
+    "obtain a Keycloak token with all of them; use a key granted all of your current roles "
+    "for this, or ask the operator for APIKM_EXCHANGE_MODE=apikm (tokens with the key's "
+    "roles only)")
+
+
 class KeycloakMinter:
-    """Asks Keycloak (JWT Authorization Grant); Keycloak decides audience and lifetime."""
+    """Asks Keycloak (JWT Authorization Grant); Keycloak decides audience and lifetime.
+
+    Keycloak issues the token with the *owner's* roles: it knows nothing of the key. Until
+    the grant can be narrowed to the key's roles, a key whose effective roles are fewer than
+    its owner's gets no token at all here: a key must never yield more than it carries.
+    """
 
     def __init__(self, grant: KeycloakGrant) -> None:
         self._grant = grant
 
     async def mint(self, record: KeyRecord, audience: str | None = None,
                    scope: str | None = None) -> IssuedToken:
+        if record.effective_roles != record.owner_roles:
+            raise OAuthError(400, "invalid_request", NARROWED_KEY_REFUSED)
         if audience is not None:
             raise OAuthError(400, "invalid_target",
                              "audience cannot be chosen in keycloak exchange mode")

@@ -85,9 +85,16 @@ class KeycloakGrant:
             response = await self._grant(record.owner_id, scope)
         if response.status_code != 200:
             raise _refusal(response)
-        body = response.json()
-        return KeycloakToken(access_token=str(body["access_token"]),
-                             expires_in=int(body.get("expires_in", 0)),
+        try:  # a 200 that is not a token (a proxy's page, another version) is no token
+            body = response.json()
+            token = body["access_token"]
+            expires_in = int(body.get("expires_in", 0))
+            if not isinstance(token, str) or not token:
+                raise ValueError("empty access_token")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            log.warning("keycloak answered the authorization grant without a token")
+            raise KeycloakGrantError("Keycloak answered without a token") from None
+        return KeycloakToken(access_token=token, expires_in=expires_in,
                              scope=str(body.get("scope", "")))
 
     async def _grant(self, subject: str, scope: str | None) -> httpx.Response:
@@ -135,9 +142,10 @@ def _error_description(response: httpx.Response) -> str | None:
     if response.status_code != 400:
         return None
     try:
-        description = response.json().get("error_description")
+        body = response.json()
     except ValueError:
         return None
+    description = body.get("error_description") if isinstance(body, dict) else None
     return str(description) if description else None
 
 

@@ -63,7 +63,7 @@ def create_app(settings: Settings | None = None) -> Gateway:
 
     app = FastAPI(title="apikm", version=__version__, lifespan=lifespan,
                   description="Personal API keys for Keycloak users.")
-    install_error_handlers(app)
+    install_error_handlers(app, settings.key_prefix)
     # Ops endpoints are plain Starlette routes: no parameter machinery.
     app.add_route("/healthz", ops.healthz, methods=["GET"])
     app.add_route("/readyz", ops.readyz, methods=["GET"])

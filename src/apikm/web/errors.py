@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse
 
 from apikm.db import RETRY_AFTER_SECONDS, database_unavailable
 from apikm.identity.tokens import InvalidToken
+from apikm.keys.format import embedded_key_pattern
 from apikm.keys.policy import PolicyError
 from apikm.keys.service import KeyLimitReached, KeyNotFound, RolesRefused
 
@@ -31,10 +32,44 @@ class ApiError(Exception):
         self.extra = extra
 
 
+class KeyRedactor:
+    """Replaces anything shaped like an API key with ``[key]`` in what an error answer says.
+
+    Messages quote input to say what is wrong (``'10.0.0.0/33' is not a network``); when
+    the input was a key pasted in the wrong field, the key must not come back in the body
+    (and from there in a browser's console, a proxy's log, a bug report). Done here, where
+    every JSON error is rendered, so no message can forget it.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self._pattern = embedded_key_pattern(prefix)
+
+    def text(self, value: str) -> str:
+        return self._pattern.sub("[key]", value)
+
+    def __call__(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, Mapping):
+            return {self(k): self(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self(v) for v in value]
+        return value
+
+
+_DEFAULT_REDACTOR = KeyRedactor("apikm")
+
+
+def redactor_of(app: Any) -> KeyRedactor:
+    found = getattr(getattr(app, "state", None), "key_redactor", None)
+    return found if isinstance(found, KeyRedactor) else _DEFAULT_REDACTOR
+
+
 def error_response(status: int, error: str, message: str,
-                   headers: Mapping[str, str] | None = None, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": error, "message": message, **extra}, status_code=status,
-                        headers=headers)
+                   headers: Mapping[str, str] | None = None,
+                   redact: KeyRedactor = _DEFAULT_REDACTOR, **extra: Any) -> JSONResponse:
+    body = redact({"error": error, "message": message, **extra})
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def unavailable_response(**extra: Any) -> JSONResponse:
@@ -56,42 +91,49 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
             for err in exc.errors()]
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, key_prefix: str = "apikm") -> None:
+    app.state.key_redactor = KeyRedactor(key_prefix)
+
+    def respond(request: Request, status: int, error: str, message: str,
+                headers: Mapping[str, str] | None = None, **extra: Any) -> JSONResponse:
+        return error_response(status, error, message, headers, redactor_of(request.app),
+                              **extra)
+
     @app.exception_handler(ApiError)
-    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.error, exc.message, exc.headers, **exc.extra)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return respond(request, exc.status, exc.error, exc.message, exc.headers, **exc.extra)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(422, "invalid_request", "the request is not valid",
-                              details=_validation_errors(exc))
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return respond(request, 422, "invalid_request", "the request is not valid",
+                       details=_validation_errors(exc))
 
     @app.exception_handler(KeyNotFound)
-    async def _not_found(_request: Request, _exc: KeyNotFound) -> JSONResponse:
-        return error_response(404, "not_found", "no such key")
+    async def _not_found(request: Request, _exc: KeyNotFound) -> JSONResponse:
+        return respond(request, 404, "not_found", "no such key")
 
     @app.exception_handler(RolesRefused)
-    async def _roles(_request: Request, exc: RolesRefused) -> JSONResponse:
-        return error_response(403, "roles_refused", str(exc), None, **(exc.details or {}))
+    async def _roles(request: Request, exc: RolesRefused) -> JSONResponse:
+        return respond(request, 403, "roles_refused", str(exc), None, **(exc.details or {}))
 
     @app.exception_handler(KeyLimitReached)
-    async def _limit(_request: Request, exc: KeyLimitReached) -> JSONResponse:
-        return error_response(409, "key_limit_reached", str(exc))
+    async def _limit(request: Request, exc: KeyLimitReached) -> JSONResponse:
+        return respond(request, 409, "key_limit_reached", str(exc))
 
     @app.exception_handler(PolicyError)
-    async def _policy(_request: Request, exc: PolicyError) -> JSONResponse:
+    async def _policy(request: Request, exc: PolicyError) -> JSONResponse:
         extra = {"field": exc.field} if exc.field else {}
-        return error_response(422, "policy_violation", str(exc), None, **extra)
+        return respond(request, 422, "policy_violation", str(exc), None, **extra)
 
     @app.exception_handler(InvalidToken)
-    async def _token(_request: Request, exc: InvalidToken) -> JSONResponse:
-        return error_response(401, "invalid_token", str(exc),
-                              {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    async def _token(request: Request, exc: InvalidToken) -> JSONResponse:
+        return respond(request, 401, "invalid_token", str(exc),
+                       {"WWW-Authenticate": 'Bearer error="invalid_token"'})
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         name = _HTTP_NAMES.get(exc.status_code, "error")
-        return error_response(exc.status_code, name, str(exc.detail), exc.headers)
+        return respond(request, exc.status_code, name, str(exc.detail), exc.headers)
 
     async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
         if not database_unavailable(exc):
@@ -106,4 +148,4 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error", path=request.url.path, error_type=type(exc).__name__)
-        return error_response(500, "internal_error", "internal error; the event was logged")
+        return respond(request, 500, "internal_error", "internal error; the event was logged")

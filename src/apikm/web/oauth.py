@@ -31,14 +31,16 @@ from apikm.tokens.jwks import (
 )
 from apikm.tokens.services import TokenServices
 from apikm.web.context import AppContext
+from apikm.web.errors import redactor_of
 
 log = structlog.get_logger(__name__)
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 FORM_TYPE = "application/x-www-form-urlencoded"
 
 
-def _oauth_error(exc: OAuthError) -> JSONResponse:
-    return JSONResponse({"error": exc.error, "error_description": exc.description},
+def _oauth_error(request: Request, exc: OAuthError) -> JSONResponse:
+    description = redactor_of(request.app).text(exc.description)  # never echo a key
+    return JSONResponse({"error": exc.error, "error_description": description},
                         status_code=exc.status, headers={**NO_STORE, **exc.headers})
 
 
@@ -82,7 +84,7 @@ async def token_endpoint(request: Request) -> Response:
         client_ip = ctx.addresses.resolve(request.scope)
         issued = await tokens.exchange.exchange(exchange, client_ip, client_ip)
     except OAuthError as exc:
-        return _oauth_error(exc)
+        return _oauth_error(request, exc)
     except (SQLAlchemyError, OSError) as exc:
         return _unavailable(request, exc)
     body = {"access_token": issued.access_token, "issued_token_type": issued.issued_token_type,
@@ -130,7 +132,7 @@ async def introspect_endpoint(request: Request) -> Response:
             raise OAuthError(400, "invalid_request", "token (the API key) is required")
         client_ip = _optional_ip(form) or caller or None
     except OAuthError as exc:
-        return _oauth_error(exc)
+        return _oauth_error(request, exc)
     # The resource server may name its own client's address (for keys bound to networks);
     # failures are then counted per end client, as /v1/verify does for trusted gateways.
     # Without one, the key is judged for the caller itself, as if it had used it.

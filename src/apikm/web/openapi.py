@@ -9,31 +9,48 @@ from fastapi.openapi.utils import get_openapi
 
 from apikm.verify.codes import Code
 
+_STRINGS = {"type": "array", "items": {"type": "string"}}
 VERIFY_REQUEST = {
     "type": "object",
     "required": ["key"],
     "properties": {
         "key": {"type": "string", "description": "the API key to check"},
-        "required_roles": {"type": "array", "items": {"type": "string"},
+        "required_roles": {"type": "array", "maxItems": 100,
+                           "items": {"type": "string", "minLength": 1, "maxLength": 255},
                            "description": "all must be effective roles of the key"},
-        "client_ip": {"type": "string", "description": "address the key was presented from"},
+        "client_ip": {"anyOf": [{"type": "string", "format": "ipv4"},
+                                {"type": "string", "format": "ipv6"}],
+                      "description": "address the key was presented from (heeded from "
+                                     "trusted proxies only)"},
     },
 }
 VERIFY_RESPONSE = {
     "type": "object",
+    "required": ["valid", "code"],
     "properties": {
         "valid": {"type": "boolean"},
         "code": {"type": "string", "enum": [code.value for code in Code]},
-        "message": {"type": "string"},
+        "message": {"type": "string", "description": "why the key is not valid"},
+        "reason": {"type": "string", "description": "REVOKED: by whom, or rotated"},
+        "missing_roles": _STRINGS,
+        "retry_after": {"type": "integer", "description": "RATE_LIMITED: seconds"},
         "key_id": {"type": "string"},
-        "user": {"type": "object"},
-        "roles": {"type": "array", "items": {"type": "string"}},
-        "groups": {"type": "array", "items": {"type": "string"}},
+        "key_name": {"type": "string"},
+        "public_id": {"type": "string"},
+        "user": {"type": "object", "required": ["id", "username"], "properties": {
+            "id": {"type": "string"}, "username": {"type": "string"},
+            "email": {"type": ["string", "null"]}}},
+        "roles": _STRINGS,
+        "groups": _STRINGS,
         "meta": {"type": "object"},
         "expires_at": {"type": "string", "format": "date-time"},
-        "missing_roles": {"type": "array", "items": {"type": "string"}},
     },
 }
+ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": ERROR}}}
 
 
 def add_verify_to_openapi(app: FastAPI) -> None:
@@ -50,7 +67,9 @@ def add_verify_to_openapi(app: FastAPI) -> None:
                             "content": {"application/json": {"schema": VERIFY_REQUEST}}},
             "responses": {"200": {"description": "verification outcome",
                                   "content": {"application/json": {"schema": VERIFY_RESPONSE}}},
-                          "400": {"description": "invalid request body"}},
+                          "400": _error("the body is not a valid verification request"),
+                          "413": _error("the body is too large"),
+                          "503": _error("the database or the limiter cannot answer; retry")},
         }}
         app.openapi_schema = document
         return document

@@ -276,17 +276,22 @@ def keycloak_mode_apikm(keycloak: StackInfo) -> Iterator[ApikmServer]:
                     admin.delete(f"/clients/{client['id']}")
 
 
+def full_key(client: httpx.Client) -> tuple[str, dict[str, Any]]:
+    """A key granted every role its owner holds (what keycloak mode serves)."""
+    return create_key(client, client.get("/v1/me").json()["roles"])
+
+
 def test_keycloak_mode_token_is_accepted_by_keycloak(
         keycloak_mode_apikm: ApikmServer, keycloak: StackInfo,
         token: Callable[[str], str]) -> None:
-    key, _ = create_key(user_client(keycloak_mode_apikm.url, token("alice")), ["analyst"])
+    key, _ = full_key(user_client(keycloak_mode_apikm.url, token("alice")))
     response = exchange(keycloak_mode_apikm.url, key)
     assert response.status_code == 200, response.text + keycloak_mode_apikm.log_text()[-3000:]
     issued = response.json()["access_token"]
     claims = _unverified(issued)
     assert claims["iss"] == keycloak.issuer
     assert claims["sub"] == _unverified(token("alice"))["sub"]
-    assert {"analyst", "editor"} <= set(claims["realm_access"]["roles"])  # the owner's roles
+    assert {"analyst", "editor"} <= set(claims["realm_access"]["roles"])  # the key's = owner's
     assert sorted(claims["resource_access"]["geoserver"]["roles"]) == ["read", "write"]
     userinfo = httpx.get(f"{keycloak.issuer}/protocol/openid-connect/userinfo",
                          headers={"Authorization": f"Bearer {issued}"})
@@ -299,7 +304,7 @@ def test_keycloak_mode_links_owner_and_refuses_disabled_owner(
     alias = keycloak_mode_apikm.env["APIKM_KEYCLOAK_IDP_ALIAS"]
     with throwaway_user(keycloak.base_url, ("analyst",)) as user:
         bearer = password_grant(keycloak.issuer, user.username, user.password)["access_token"]
-        key, _ = create_key(user_client(keycloak_mode_apikm.url, str(bearer)), ["analyst"])
+        key, _ = full_key(user_client(keycloak_mode_apikm.url, str(bearer)))
         first = exchange(keycloak_mode_apikm.url, key)
         assert first.status_code == 200, first.text
         with realm_admin(keycloak.base_url) as admin:
@@ -322,3 +327,26 @@ def test_keycloak_mode_refuses_revoked_key_without_asking_keycloak(
     assert response.status_code == 400
     assert response.json() == {"error": "invalid_grant",
                                "error_description": "API key has been revoked"}
+
+
+def test_keycloak_mode_refuses_a_key_narrower_than_its_owner(
+        keycloak_mode_apikm: ApikmServer, token: Callable[[str], str]) -> None:
+    """Keycloak would issue the owner's roles (editor, geoserver:write, ...) for a key that
+    carries only analyst: no token, for the exchange and for forward auth's upstream JWT."""
+    alice = user_client(keycloak_mode_apikm.url, token("alice"))
+    narrow, _ = create_key(alice, ["analyst"])
+    refused = exchange(keycloak_mode_apikm.url, narrow)
+    assert refused.status_code == 400, refused.text
+    body = refused.json()
+    assert body["error"] == "invalid_request" and "access_token" not in body
+    assert "only some of its owner's roles" in body["error_description"]
+    assert "APIKM_EXCHANGE_MODE=apikm" in body["error_description"]
+    auth = f"{keycloak_mode_apikm.url}/v1/auth"
+    denied = httpx.get(auth, params={"jwt": "1"}, headers={"X-API-Key": narrow})
+    assert denied.status_code == 403 and "authorization" not in denied.headers
+    assert httpx.get(auth, headers={"X-API-Key": narrow}).status_code == 200  # no JWT asked
+
+    full, _ = full_key(alice)
+    granted = httpx.get(auth, params={"jwt": "1"}, headers={"X-API-Key": full})
+    assert granted.status_code == 200, granted.text
+    assert granted.headers["authorization"].startswith("Bearer ")

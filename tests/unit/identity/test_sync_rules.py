@@ -13,13 +13,16 @@ from apikm.identity.sync_rules import (
     EventCursor,
     KeycloakUser,
     LiveKey,
+    MalformedAnswer,
     admin_event,
     clients_of,
     format_duration,
+    names_in,
     parse_duration,
     plan_owner,
     revocation_due,
     user_event,
+    user_from_answers,
 )
 
 NOW = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
@@ -126,6 +129,31 @@ def test_admin_events_about_one_user_name_that_user(resource: str, path: str) ->
     assert event == Event("e1", 5, user_id=USER)
 
 
+# Users of a federation provider without import (LDAP): "f:<component id>:<external id>",
+# as Keycloak writes them, decoded, in resourcePath.
+FEDERATED = "f:3f5c8a2e-0d7b-4c51-9a3e-2b1f6c7d8e90:alice"
+
+
+@pytest.mark.parametrize(("path", "user_id"), [
+    (f"users/{FEDERATED}", FEDERATED),
+    (f"users/{FEDERATED}/role-mappings/realm", FEDERATED),
+    (f"users/{FEDERATED}/groups/abc", FEDERATED),
+    ("users/f:ldap-1:alice.smith@example.org", "f:ldap-1:alice.smith@example.org"),
+    ("users/f:3f5c8a2e:CN=Alice Smith,OU=Staff/reset-password",
+     "f:3f5c8a2e:CN=Alice Smith,OU=Staff"),
+])
+def test_admin_events_about_federated_users_name_them(path: str, user_id: str) -> None:
+    event = admin_event({"id": "e1", "time": 5, "resourceType": "USER", "resourcePath": path})
+    assert event == Event("e1", 5, user_id=user_id)
+
+
+@pytest.mark.parametrize("path", ["users/f:", "users/f:abc", "users/f::alice", "users/f:abc:",
+                                  "users/../x", "users/" + "a" * 65])
+def test_admin_event_paths_that_are_no_user_id(path: str) -> None:
+    event = admin_event({"id": "e1", "time": 5, "resourceType": "USER", "resourcePath": path})
+    assert event is not None and event.user_id is None
+
+
 @pytest.mark.parametrize(("resource", "path"), [
     ("REALM_ROLE_MAPPING", "groups/g1/role-mappings/realm"),
     ("GROUP", "groups/g1"),
@@ -151,6 +179,8 @@ def test_admin_events_that_do_not_touch_rights_are_only_recorded(resource: str,
 
 def test_malformed_events_are_ignored() -> None:
     assert admin_event({"time": 5, "resourcePath": "users/x"}) is None
+    assert admin_event(["not", "an", "object"]) is None  # type: ignore[arg-type]
+    assert user_event("nonsense") is None  # type: ignore[arg-type]
     assert user_event({"id": "e", "time": "now"}) is None
     assert user_event({"id": "e", "time": 7, "userId": "u"}) == Event("e", 7, user_id="u")
 
@@ -217,3 +247,36 @@ def test_backoff_doubles_up_to_a_ceiling_and_resets() -> None:
     assert [backoff.next_delay() for _ in range(5)] == [1, 2, 4, 5, 5]
     backoff.reset()
     assert backoff.next_delay() == 1
+
+
+# --- reading the admin API's answers ----------------------------------------------------
+def test_names_in_lists_of_objects() -> None:
+    assert names_in([{"name": "a", "id": 1}, {"name": "b"}], "name", "roles") == ["a", "b"]
+    assert names_in([], "name", "roles") == []
+
+
+@pytest.mark.parametrize("rows", [None, "text", {"name": "a"}, [{"id": 1}], [{"name": 5}],
+                                  [{"name": ""}], ["a"], [None], [{"name": "a"}, 7]])
+def test_names_in_refuses_other_shapes(rows: object) -> None:
+    with pytest.raises(MalformedAnswer, match="roles"):
+        names_in(rows, "name", "roles")
+
+
+def test_user_from_answers() -> None:
+    rep = {"id": "u1", "username": "ursula", "email": "u@example.org", "enabled": True}
+    found = user_from_answers("u1", rep, ["analyst"], ["/b", "/a"], {"geo": ["read"]})
+    assert found == KeycloakUser("u1", "ursula", "u@example.org", True,
+                                 frozenset({"analyst", "geo:read"}), ("/a", "/b"))
+    bare = user_from_answers(FEDERATED, {"id": FEDERATED, "enabled": False}, [], [], {})
+    assert bare.username == FEDERATED and bare.email is None and not bare.enabled
+
+
+@pytest.mark.parametrize("rep", [
+    None, [], "<html>", {"username": "ursula", "enabled": True},
+    {"id": "someone-else", "enabled": True}, {"id": "u1"}, {"id": "u1", "enabled": "yes"},
+    {"id": "u1", "enabled": None},
+])
+def test_user_answers_without_id_or_enabled_flag_are_malformed(rep: object) -> None:
+    """A missing flag must not read as "disabled": that would suspend, then revoke, keys."""
+    with pytest.raises(MalformedAnswer):
+        user_from_answers("u1", rep, [], [], {})

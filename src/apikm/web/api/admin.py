@@ -10,9 +10,9 @@ from fastapi import APIRouter, Query
 from apikm.keys.service import Actor, list_audit
 from apikm.web.api.deps import Admin, Ctx
 from apikm.web.api.keys import Limit, Offset, StatusFilter
-from apikm.web.api.schemas import AuditEvent, KeyOut
+from apikm.web.api.schemas import ERROR_RESPONSES, AuditEvent, KeyOut
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"])
+router = APIRouter(prefix="/v1/admin", tags=["admin"], responses=ERROR_RESPONSES)
 Reason = Annotated[str | None, Query(max_length=255, description="why; kept in the audit log")]
 
 
@@ -32,7 +32,7 @@ async def any_key(key_id: uuid.UUID, admin: Admin, ctx: Ctx) -> dict[str, Any]:
 async def revoke_any_key(key_id: uuid.UUID, admin: Admin, ctx: Ctx,
                          reason: Reason = None) -> dict[str, Any]:
     return await ctx.keys.revoke(str(key_id), None, Actor.of(admin),
-                                 reason or f"revoked by admin {admin.username}")
+                                 reason or f"revoked by admin {admin.username}"[:255])
 
 
 @router.get("/audit", response_model=list[AuditEvent])

@@ -11,6 +11,7 @@ from apikm.identity.owners import remember_owner
 from apikm.keys.service import Actor, list_audit
 from apikm.web.api.deps import Ctx, User
 from apikm.web.api.schemas import (
+    ERROR_RESPONSES,
     AuditEvent,
     DailyUsage,
     KeyCreate,
@@ -21,7 +22,7 @@ from apikm.web.api.schemas import (
     Me,
 )
 
-router = APIRouter(prefix="/v1", tags=["keys"])
+router = APIRouter(prefix="/v1", tags=["keys"], responses=ERROR_RESPONSES)
 StatusFilter = Literal["active", "expired", "suspended", "revoked"]
 Limit = Annotated[int, Query(ge=1, le=500)]
 Offset = Annotated[int, Query(ge=0, le=1_000_000)]

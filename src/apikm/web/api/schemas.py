@@ -14,18 +14,14 @@ from pydantic import (
     StringConstraints,
 )
 
+from apikm.keys import policy
 from apikm.keys.service import KeyChanges, NewKey
 
-
-def _printable(value: str) -> str:
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
-        raise ValueError("must not contain control characters")
-    return value
-
-
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
-                 AfterValidator(_printable), Field(examples=["gdal on my laptop"])]
-Description = Annotated[str, Field(max_length=1000)]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
+                                        max_length=policy.MAX_NAME),
+                 AfterValidator(policy.check_name), Field(examples=["gdal on my laptop"])]
+Description = Annotated[str, Field(max_length=policy.MAX_DESCRIPTION),
+                        AfterValidator(policy.check_description)]
 Role = Annotated[str, Field(min_length=1, max_length=255, examples=["geoserver:read"])]
 Network = Annotated[str, Field(min_length=1, max_length=64, examples=["10.0.0.0/8"])]
 RateLimit = Annotated[str, Field(max_length=32, examples=["100/minute"])]
@@ -126,3 +122,37 @@ class Me(BaseModel):
     roles: list[str] = Field(description="roles you may grant to a key")
     groups: list[str]
     is_admin: bool
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class Error(BaseModel):
+    """Every error of the key API (never HTML, never a trace)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    error: str = Field(description="a stable code, e.g. invalid_request, policy_violation, "
+                                   "roles_refused, not_found, invalid_token")
+    message: str = Field(description="what is wrong, for a person")
+    field: str | None = Field(None, description="the request field a policy refused")
+    details: list[FieldError] | None = Field(None, description="fields that are not valid")
+    refused: list[str] | None = Field(None, description="roles that cannot be granted")
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"model": Error, "description": description}
+
+
+# Documented on every key API route, so clients (and the fuzz test) know their shape.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _error("the body cannot be read"),
+    401: _error("no valid Keycloak access token"),
+    403: _error("not allowed (admin role missing, or roles the caller does not hold)"),
+    404: _error("no such key, or not yours"),
+    409: _error("the caller's key limit is reached"),
+    413: _error("the body is too large"),
+    422: _error("the request is not valid, or a policy refused it"),
+}

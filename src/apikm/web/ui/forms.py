@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -15,15 +16,20 @@ from typing import Any
 from starlette.datastructures import FormData
 
 from apikm.config import Settings
-from apikm.keys.policy import PolicyError, normalize_networks
+from apikm.keys.policy import (
+    MAX_META_DEPTH,
+    PolicyError,
+    check_description,
+    check_meta,
+    check_name,
+    normalize_networks,
+)
 from apikm.keys.service import NewKey
 
 PRESET_DAYS = (7, 30, 90)
-MAX_NAME = 100
-MAX_DESCRIPTION = 1000
 # Service field names -> form field names, for errors raised by KeyService.
 FIELD_OF = {"expires_at": "expiry", "allowed_networks": "networks", "meta": "meta",
-            "roles": "roles", "name": "name"}
+            "roles": "roles", "name": "name", "description": "description"}
 
 
 @dataclass(frozen=True)
@@ -81,18 +87,30 @@ def parse_new_key(form: FormData, settings: Settings, now: datetime) -> NewKeyFo
     errors = result.errors
     if not values["name"]:
         errors["name"] = "Give the key a name, e.g. the tool or machine that will use it."
-    elif len(values["name"]) > MAX_NAME:
-        errors["name"] = f"The name is too long (at most {MAX_NAME} characters)."
-    if len(values["description"]) > MAX_DESCRIPTION:
-        errors["description"] = f"At most {MAX_DESCRIPTION} characters."
+    else:
+        _check(check_name, values["name"], "name", errors)
+    _check(check_description, values["description"], "description", errors)
     expires_at = _expiry(values, settings, now, errors)
     networks = _networks(values["networks"], errors)
-    meta = _meta(values["meta"], errors)
+    meta = _meta(values["meta"], settings.max_meta_bytes, errors)
     if not errors:
         result.new_key = NewKey(name=values["name"], description=values["description"],
                                 roles=values["roles"], expires_at=expires_at,
                                 allowed_networks=networks, meta=meta)
     return result
+
+
+def _check(rule: Callable[[str], str], value: str, name: str, errors: dict[str, str]) -> None:
+    """The service's own rule, its message shown next to the field."""
+    try:
+        rule(value)
+    except PolicyError as exc:
+        errors[name] = sentence(str(exc))
+
+
+def sentence(message: str) -> str:
+    """A policy message ("the name is too long") as a sentence for the page."""
+    return message[:1].upper() + message[1:] + ("" if message.endswith(".") else ".")
 
 
 def _expiry(values: dict[str, Any], settings: Settings, now: datetime,
@@ -136,7 +154,7 @@ def _networks(text: str, errors: dict[str, str]) -> list[str]:
         return []
 
 
-def _meta(text: str, errors: dict[str, str]) -> dict[str, Any]:
+def _meta(text: str, max_bytes: int, errors: dict[str, str]) -> dict[str, Any]:
     if not text:
         return {}
     try:
@@ -144,7 +162,14 @@ def _meta(text: str, errors: dict[str, str]) -> dict[str, Any]:
     except ValueError as exc:
         errors["meta"] = f"This is not valid JSON: {exc.args[0] if exc.args else exc}."
         return {}
+    except RecursionError:
+        errors["meta"] = f"Metadata can be nested at most {MAX_META_DEPTH} levels deep."
+        return {}
     if not isinstance(meta, dict):
         errors["meta"] = 'Metadata must be a JSON object, e.g. {"project": "flood-maps"}.'
         return {}
-    return meta
+    try:
+        return check_meta(meta, max_bytes)
+    except PolicyError as exc:
+        errors["meta"] = sentence(str(exc))
+        return {}

@@ -18,6 +18,7 @@ from starlette.responses import HTMLResponse, RedirectResponse
 from apikm import __version__
 from apikm.db import utcnow
 from apikm.keys.service import KeyNotFound
+from apikm.web.errors import redactor_of
 from apikm.web.ui.auth import AdminRequired, LoginRequired, UiUser, ui_state
 from apikm.web.ui.csrf import CSRF_FIELD, CsrfRefused
 from apikm.web.ui.oidc import SignInError
@@ -30,8 +31,15 @@ templates.env.filters["dt"] = format_datetime
 templates.env.globals.update(relative=relative, version=__version__, csrf_field=CSRF_FIELD)
 
 
+# What an error page echoes of the input: a key pasted into the wrong field is shown as [key].
+_ECHOED = ("errors", "error", "values", "message")
+
+
 def render(request: Request, name: str, user: UiUser | None, status_code: int = 200,
            **context: Any) -> HTMLResponse:
+    if status_code >= 400:
+        redact = redactor_of(request.app)
+        context = {k: redact(v) if k in _ECHOED else v for k, v in context.items()}
     return templates.TemplateResponse(request, name, {"user": user, "now": utcnow(), **context},
                                       status_code=status_code)
 

@@ -11,16 +11,17 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.responses import RedirectResponse
 
 from apikm.identity.tables import owners
+from apikm.keys.policy import MAX_REASON, PolicyError, check_reason, storable
 from apikm.keys.service import Actor, list_audit
 from apikm.keys.tables import api_keys
 from apikm.web.context import AppContext
 from apikm.web.ui.auth import AdminUser, Ctx, UiUser
 from apikm.web.ui.csrf import check_csrf
+from apikm.web.ui.forms import sentence
 from apikm.web.ui.render import UiRoute, render
 from apikm.web.ui.routes_keys import PAGE_SIZE, STATUS_FILTERS, decorate
 
 router = APIRouter(prefix="/admin", route_class=UiRoute, include_in_schema=False)
-MAX_REASON = 255
 Page = Annotated[int, Query(ge=1, le=10_000)]
 
 
@@ -43,6 +44,8 @@ async def owners_by_id(ctx: AppContext, user_ids: Iterable[str]) -> dict[str, di
 
 async def owner_id_of(ctx: AppContext, user: str) -> str | None:
     """A user filter accepts a username (as apikm last saw it) or a Keycloak user id."""
+    if not storable(user):
+        return None
     async with ctx.engine.connect() as conn:
         found = await conn.scalar(sa.select(owners.c.user_id).where(
             sa.or_(owners.c.username == user, owners.c.user_id == user)))
@@ -86,11 +89,13 @@ async def revoke_key(request: Request, key_id: uuid.UUID, admin: PostedAdmin,
                      ctx: Ctx) -> Response:
     reason = str((await request.form()).get("reason") or "").strip()
     key = await ctx.keys.get(str(key_id), None)
-    if not reason or len(reason) > MAX_REASON:
+    try:
+        reason = check_reason(reason)
+    except PolicyError as exc:
         owner_of = await owners_by_id(ctx, [key["owner_id"]])
         return render(request, "key_revoke.html", admin, 422, key=key, admin=True,
                       owner=owner_of.get(key["owner_id"]), max_reason=MAX_REASON,
-                      error=f"Give a reason (1 to {MAX_REASON} characters); the owner sees it.")
+                      error=f"{sentence(str(exc))} The owner sees it.")
     await ctx.keys.revoke(str(key_id), None, Actor.of(admin.principal), reason)
     return RedirectResponse("/admin/keys?done=revoked", status_code=303)
 

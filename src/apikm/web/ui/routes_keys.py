@@ -12,7 +12,7 @@ from starlette.responses import RedirectResponse
 from apikm.db import utcnow
 from apikm.identity.owners import remember_owner
 from apikm.identity.tables import owners
-from apikm.keys.policy import PolicyError
+from apikm.keys.policy import MAX_NAME, PolicyError, check_name
 from apikm.keys.service import (
     STATUSES,
     Actor,
@@ -24,7 +24,7 @@ from apikm.keys.service import (
 from apikm.web.context import AppContext
 from apikm.web.ui.auth import Ctx, FreshUser, Ui, UiUser, User
 from apikm.web.ui.csrf import check_csrf
-from apikm.web.ui.forms import FIELD_OF, MAX_NAME, expiry_choices, parse_new_key
+from apikm.web.ui.forms import FIELD_OF, expiry_choices, parse_new_key, sentence
 from apikm.web.ui.render import UiRoute, render
 from apikm.web.ui.views import key_state, lost_roles, usage_chart
 
@@ -107,7 +107,8 @@ async def create_key(request: Request, user: PostedFresh, ctx: Ctx, ui: Ui) -> R
         return await _create_form(request, user, ctx, ui, form.values, {"form": str(exc)}, 409)
     except PolicyError as exc:
         field = FIELD_OF.get(exc.field or "", "form")
-        return await _create_form(request, user, ctx, ui, form.values, {field: str(exc)}, 422)
+        return await _create_form(request, user, ctx, ui, form.values,
+                                  {field: sentence(str(exc))}, 422)
     return _show_once(request, user, ctx, created, rotated=False)
 
 
@@ -144,15 +145,14 @@ async def _key_page(request: Request, user: UiUser, ctx: AppContext, key_id: str
 @router.post("/keys/{key_id}/rename")
 async def rename_key(request: Request, key_id: uuid.UUID, user: Posted, ctx: Ctx) -> Response:
     form = await request.form()
-    name = str(form.get("name") or "").strip()
-    if not name or len(name) > MAX_NAME:
-        return await _key_page(request, user, ctx, str(key_id), 422, errors={
-            "name": f"The name must have 1 to {MAX_NAME} characters."})
+    raw = form.get("name")
     try:
+        name = check_name(raw if isinstance(raw, str) else "")
         await ctx.keys.update(str(key_id), user.principal.user_id, KeyChanges(name=name),
                               Actor.of(user.principal))
     except PolicyError as exc:
-        return await _key_page(request, user, ctx, str(key_id), 422, errors={"name": str(exc)})
+        return await _key_page(request, user, ctx, str(key_id), 422,
+                               errors={"name": sentence(str(exc))})
     return RedirectResponse(f"/keys/{key_id}?done=renamed", status_code=303)
 
 

@@ -68,3 +68,26 @@ def test_presets_longer_than_the_policy_are_not_offered() -> None:
     assert [o.value for o in choices.options] == ["default", "7", "30", "date"]
     assert choices.max_date == "2026-03-31"
     assert choices.options[0].label == "Default (1 day)"
+
+
+def test_meta_is_checked_like_the_api_does() -> None:
+    deep = '{"a":' * 300 + "{}" + "}" * 300
+    parsed = parse_new_key(form(name="k", meta=deep), settings(), NOW)
+    assert parsed.new_key is None and "8 levels" in parsed.errors["meta"]
+    too_deep_for_python = '{"a":' * 100_000 + "{}" + "}" * 100_000
+    parsed = parse_new_key(form(name="k", meta=too_deep_for_python), settings(), NOW)
+    assert parsed.new_key is None and "8 levels" in parsed.errors["meta"]
+    big = parse_new_key(form(name="k", meta='{"b": "' + "x" * 5000 + '"}'), settings(), NOW)
+    assert "limit is 4096" in big.errors["meta"]
+
+
+def test_name_and_description_follow_the_api_rules() -> None:
+    for name in ("bell\x07", "tab\tinside", "esc\x1b[2J", "rtl\u202eexe.txt", "nul\x00"):
+        parsed = parse_new_key(form(name=name), settings(), NOW)
+        assert parsed.new_key is None and "control characters" in parsed.errors["name"], name
+    long = parse_new_key(form(name="x" * 101), settings(), NOW)
+    assert "at most 100" in long.errors["name"]
+    described = parse_new_key(form(name="k", description="line one\nline two"), settings(), NOW)
+    assert described.new_key is not None
+    escaped = parse_new_key(form(name="k", description="\x1b[31mred"), settings(), NOW)
+    assert "control characters" in escaped.errors["description"]
