@@ -4,6 +4,7 @@ every request. Every test runs once through each gateway."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 
 import pytest
@@ -13,7 +14,9 @@ from tests.support import gateway_checks as checks
 from tests.support.gateways import caddy_gateway, nginx_gateway
 
 pytestmark = pytest.mark.integration
-GATEWAYS = {"nginx": nginx_gateway, "caddy": caddy_gateway}
+GATEWAYS = {"nginx": nginx_gateway, "caddy": caddy_gateway,
+            "nginx-microcache": functools.partial(nginx_gateway,
+                                                  site_file="apikm-microcache.conf")}
 
 
 @pytest.fixture(scope="module", params=sorted(GATEWAYS))

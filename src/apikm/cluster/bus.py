@@ -238,6 +238,11 @@ def postgres_channel(engine: AsyncEngine) -> Channel:
                     await asyncio.wait_for(asyncio.shield(lost), timeout=5.0)
                 await conn.execute("SELECT 1")
         finally:
+            # Closing fires ``closed``; a loss nobody waits for any more is no error.
+            if lost.done():
+                lost.exception()
+            else:
+                lost.cancel()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.close(), timeout=2.0)
 

@@ -12,8 +12,9 @@ one that is not, so a stray Keycloak bearer token does not hide a key given else
 2. ``Authorization: Bearer <key>``, or ``Authorization: Basic`` with the key as the password
    (any user name) or, with an empty password, as the user name (``curl -u KEY:``);
 3. the ``APIKM_AUTH_QUERY_PARAM`` parameter (default ``apikey``) of the original request's
-   URI, from ``X-Original-URI`` (nginx) or ``X-Forwarded-Uri`` (Traefik, Caddy), or of this
-   request's own query (Envoy appends the original path and query to the auth URL).
+   URI, from ``X-Original-URI`` (nginx), ``X-Original-URL`` (ingress-nginx's ``auth-url``)
+   or ``X-Forwarded-Uri`` (Traefik, Caddy), or of this request's own query (Envoy appends
+   the original path and query to the auth URL).
 
 Required roles: every ``role`` query parameter of the auth URL, plus the comma-separated
 ``X-Auth-Require-Roles`` header (for Envoy, whose auth URL cannot carry a query). Both only
@@ -23,8 +24,10 @@ ever add requirements, so a client that smuggles either into its request gains n
 token for the upstream, as ``Authorization`` and ``X-Auth-Token`` (both ``Bearer <jwt>``), for
 the proxy to copy onto the upstream request.
 
-The client address (for key network restrictions and failure counting) is the peer, or what
-``X-Forwarded-For`` / ``X-Real-IP`` say when the peer is one of ``APIKM_TRUSTED_PROXIES``.
+The client address (for key network restrictions and failure counting) is the TCP peer, or,
+when the peer is one of ``APIKM_TRUSTED_PROXIES``, what the one header named by
+``APIKM_CLIENT_IP_HEADER`` says (``X-Forwarded-For`` walked from the right to the first
+untrusted hop, or ``X-Real-IP``); see ``web/clientip.py``.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from apikm.verify.record import KeyRecord
 MAX_ROLES = 100
 MAX_ROLE_LENGTH = 255
 ROLES_HEADER = b"x-auth-require-roles"
-ORIGINAL_URI_HEADERS = (b"x-original-uri", b"x-forwarded-uri")
+ORIGINAL_URI_HEADERS = (b"x-original-uri", b"x-original-url", b"x-forwarded-uri")
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 
 # 401: no usable credential; 403: a good key that may not do this (or an internal error,
@@ -166,6 +169,9 @@ _MESSAGES = {
     "missing_key": "an API key is required",
     "bad_roles": "too many or too long required roles",
     "unavailable": "authorization could not be decided",
+    "jwt_refused": "no upstream token for this key: narrower than its owner's roles in "
+                   "keycloak exchange mode (use the key without jwt=1, or "
+                   "APIKM_EXCHANGE_MODE=apikm)",
 }
 
 

@@ -22,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from apikm.config import Settings
+from apikm.tokens.exchange import OAuthError
 from apikm.tokens.upstream import UpstreamTokens
 from apikm.verify.codes import Code
 from apikm.verify.limiter import LimiterConfigError
@@ -96,7 +97,12 @@ class Gateway:
             answer = self.rules.identity_headers(record)
             if self.rules.always_jwt or self.rules.wants_jwt(query):
                 assert self.upstream is not None
-                bearer = (await self.upstream.authorization_for(record)).encode()
+                try:
+                    bearer = (await self.upstream.authorization_for(record)).encode()
+                except OAuthError as exc:
+                    if exc.status >= 500:  # Keycloak could not answer: deny closed, say so
+                        raise
+                    return (403, *self.rules.denial(403, "jwt_refused"), "jwt_refused")
                 answer = [*answer, (b"authorization", bearer), (b"x-auth-token", bearer)]
             return 200, answer, b"", "VALID"
         status = self.rules.status_for(result.code)

@@ -344,6 +344,8 @@ def test_keycloak_mode_refuses_a_key_narrower_than_its_owner(
     auth = f"{keycloak_mode_apikm.url}/v1/auth"
     denied = httpx.get(auth, params={"jwt": "1"}, headers={"X-API-Key": narrow})
     assert denied.status_code == 403 and "authorization" not in denied.headers
+    assert denied.json()["error"] == "jwt_refused"  # says why, not "unavailable"
+    assert "APIKM_EXCHANGE_MODE=apikm" in denied.json()["message"]
     assert httpx.get(auth, headers={"X-API-Key": narrow}).status_code == 200  # no JWT asked
 
     full, _ = full_key(alice)

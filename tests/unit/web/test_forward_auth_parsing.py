@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import base64
 
-from apikm.web.forward_auth import credential_from_authorization, header_value, required_roles
+from apikm.config import Settings
+from apikm.web.forward_auth import (
+    ForwardAuthRules,
+    credential_from_authorization,
+    header_value,
+    required_roles,
+)
 
 
 def _basic(text: str) -> str:
@@ -52,3 +58,14 @@ def test_header_values_stay_latin1_safe() -> None:
     assert header_value("zoë") == "zo%C3%AB"
     assert header_value("50%") == "50%25"
     assert header_value("a\r\nX-Evil: 1") == "a%0D%0AX-Evil: 1"
+
+
+def test_key_in_the_original_url_of_each_proxy() -> None:
+    """nginx (X-Original-URI), ingress-nginx auth-url (X-Original-URL), Traefik and Caddy
+    (X-Forwarded-Uri) each name the protected request differently."""
+    rules = ForwardAuthRules(Settings(_env_file=None))  # type: ignore[call-arg]
+    key = "apikm_" + "a" * 40
+    for header in (b"x-original-uri", b"x-original-url", b"x-forwarded-uri"):
+        headers = {header: f"https://data.example.org/dem.tif?x=1&apikey={key}".encode()}
+        assert rules.find_key(headers, ()) == key, header
+    assert rules.find_key({b"x-unrelated-uri": f"/?apikey={key}".encode()}, ()) is None
