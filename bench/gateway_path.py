@@ -109,6 +109,7 @@ def nginx_extra(key: str) -> tuple[str, str]:
     """(server-level, http-level) additions: the map limit, a public file, the toy behind
     auth_request, all in the same nginx as apikm's block."""
     http_level = f"""
+map_hash_bucket_size 128;  # the key is longer than the default bucket
 map $http_x_api_key $bench_key_ok {{ "{key}" 1; default 0; }}
 upstream toy {{ server TOY; keepalive 32; }}
 """
