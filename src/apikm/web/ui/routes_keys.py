@@ -206,13 +206,17 @@ async def rotate_key(request: Request, key_id: uuid.UUID, user: Posted, ctx: Ctx
 
 
 @router.get("/keys/{key_id}/revoke")
-async def revoke_form(request: Request, key_id: uuid.UUID, user: User, ctx: Ctx) -> Response:
+async def revoke_form(request: Request, key_id: uuid.UUID, user: User, ctx: Ctx,
+                      from_: Annotated[str, Query(alias="from", max_length=8)] = "") -> Response:
     key = await ctx.keys.get(str(key_id), user.principal.user_id)
-    return render(request, "key_revoke.html", user, key=key, admin=False)
+    return render(request, "key_revoke.html", user, key=key, admin=False,
+                  from_list=from_ == "list")
 
 
 @router.post("/keys/{key_id}/revoke")
 async def revoke_key(request: Request, key_id: uuid.UUID, user: Posted, ctx: Ctx) -> Response:
     await ctx.keys.revoke(str(key_id), user.principal.user_id, Actor.of(user.principal),
                           "revoked by owner")
+    if (await request.form()).get("from") == "list":  # revoked from the list: back to it
+        return RedirectResponse("/keys?done=revoked", status_code=303)
     return RedirectResponse(f"/keys/{key_id}?done=revoked", status_code=303)
