@@ -39,6 +39,10 @@ def test_missing_bad_revoked_and_insufficient_keys_are_refused(setting: checks.S
     checks.check_refusals(setting)
 
 
+def test_refusals_say_why(setting: checks.Setting) -> None:
+    checks.check_refusals_say_why(setting)
+
+
 def test_static_file_with_ranges(setting: checks.Setting) -> None:
     checks.check_static_file(setting)
 
@@ -89,7 +93,7 @@ def test_nginx_error_bodies_are_json_whatever_the_file_type(nginx: checks.Settin
         missing = client.get("/data/dem.tif")
         assert missing.status_code == 401
         assert missing.headers["content-type"] == "application/json"
-        assert missing.json()["error"] == "unauthorized"
+        assert missing.json()["error"] == "missing_key"
         assert missing.headers.get_list("www-authenticate") == [
             'Bearer realm="apikm", Basic realm="apikm", charset="UTF-8"']
         for _ in range(limit):

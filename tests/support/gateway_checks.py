@@ -108,6 +108,28 @@ def check_refusals(setting: Setting) -> None:
                           ).status_code == 200
 
 
+def check_refusals_say_why(setting: Setting) -> None:
+    """Behind the gateway too, a refusal names its reason (header and JSON body), never
+    with the key in it."""
+    with fresh_client(setting) as client:
+        answers = {
+            "missing_key": client.get("/data/dem.tif"),
+            "REVOKED": client.get("/data/dem.tif", params={"apikey": setting.revoked_key}),
+            "INSUFFICIENT_ROLES": client.get("/maps/wms", headers={"X-API-Key": setting.bob_key}),
+        }
+    for code, response in answers.items():
+        assert response.status_code == (403 if code == "INSUFFICIENT_ROLES" else 401), code
+        assert response.headers["content-type"] == "application/json", code
+        assert response.headers["x-auth-error"] == code
+        body = response.json()
+        assert body["error"] == code and body["message"], body
+        assert setting.revoked_key not in response.text and setting.bob_key not in response.text
+    assert answers["REVOKED"].json()["message"] == "API key has been revoked"
+    challenge = answers["REVOKED"].headers["www-authenticate"]
+    assert 'error="invalid_token", error_description="API key has been revoked"' in challenge
+    assert "geoserver:read" in answers["INSUFFICIENT_ROLES"].json()["message"]
+
+
 def check_static_file(setting: Setting) -> None:
     original = (setting.gateway.srv / "data" / "dem.tif").read_bytes()
     with fresh_client(setting) as client:

@@ -51,3 +51,18 @@ ui_ended_sessions = sa.Table(
     sa.Column("sid", sa.String(64), primary_key=True),
     sa.Column("until", UTCDateTime(), nullable=False, index=True),
 )
+
+# The show-once hand-off between a web UI form's POST and the page it redirects to: the new
+# secret, encrypted with APIKM_ENCRYPTION_KEY, read once by its owner then deleted (any
+# replica may answer the GET). Rows left unread are deleted after ``until``.
+ui_handoffs = sa.Table(
+    "ui_handoffs",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),  # SHA-256 of the URL's token
+    sa.Column("user_id", sa.String(255), nullable=False),
+    sa.Column("key_id", sa.String(36), nullable=False),
+    sa.Column("rotated", sa.Boolean(), nullable=False),
+    sa.Column("encryption_key_id", sa.String(32), nullable=False),
+    sa.Column("secret", sa.LargeBinary(), nullable=False),
+    sa.Column("until", UTCDateTime(), nullable=False, index=True),
+)

@@ -306,7 +306,11 @@ class KeyService:
             ).values(
                 status="revoked", revoked_at=now, revoked_by=actor.name[:255],
                 revoked_reason=(reason or "revoked by " + actor.name)[:255],
-                previous_secret_hash=None, previous_secret_expires_at=None, updated_at=now,
+                # The previous secret of a rotation stays known, so it answers REVOKED
+                # (not NOT_FOUND) like the current one; its overlap ends now.
+                previous_secret_expires_at=sa.case(
+                    (api_keys.c.previous_secret_hash.is_not(None), now), else_=None),
+                updated_at=now,
             ))
             row = await self._fetch(conn, key_id, owner_id)
             if revoked.rowcount == 1:

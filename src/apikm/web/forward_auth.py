@@ -6,6 +6,13 @@ The answer is exactly one of: 200 with identity headers, 401 with ``WWW-Authenti
 or 429 with ``Retry-After``. Proxies turn any other status into a 500 for the client, so
 nothing else may leave here, not even on an internal error (that denies with 403).
 
+Every refusal says why, in a place each gateway can pass on (nginx drops the body of an
+``auth_request`` answer): ``X-Auth-Error`` (the code: ``EXPIRED``, ``INSUFFICIENT_ROLES``,
+``missing_key`` ...), ``X-Auth-Error-Description`` (one sentence, naming the missing roles;
+safe to put between JSON double quotes), the 401's ``WWW-Authenticate`` ``error`` and
+``error_description`` (RFC 6750; none when no key was given at all), and a JSON body. None
+of them ever holds the key. All are built once per distinct refusal and kept.
+
 Where the key is looked for, first match wins (a candidate shaped like one of our keys beats
 one that is not, so a stray Keycloak bearer token does not hide a key given elsewhere):
 1. the ``APIKM_AUTH_HEADER`` headers (default ``X-API-Key``);
@@ -41,12 +48,14 @@ from urllib.parse import parse_qsl, quote
 from apikm.config import Settings
 from apikm.verify.codes import MESSAGES, Code
 from apikm.verify.record import KeyRecord
+from apikm.verify.verifier import Verification
 
 MAX_ROLES = 100
 MAX_ROLE_LENGTH = 255
 ROLES_HEADER = b"x-auth-require-roles"
 ORIGINAL_URI_HEADERS = (b"x-original-uri", b"x-original-url", b"x-forwarded-uri")
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+ROTATED = "rotated"  # the reason of a secret revoked by rotation (verify/rules.py)
 
 # 401: no usable credential; 403: a good key that may not do this (or an internal error,
 # denied closed); 429: the failure limiter or the key's own rate limit.
@@ -54,6 +63,11 @@ FORBIDDEN = frozenset({Code.IP_NOT_ALLOWED, Code.INSUFFICIENT_ROLES, Code.STALE}
 # Header values must be latin-1 for HTTP; names and groups may be any Unicode, so anything
 # outside printable ASCII (and '%' itself) is percent-encoded as UTF-8.
 _HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
+# A description is also quoted (WWW-Authenticate) and put into JSON by gateways.
+_DESCRIPTION_SAFE = _HEADER_SAFE.replace('"', "").replace("\\", "")
+# Distinct refusals kept; only roles a client adds through X-Auth-Require-Roles could make
+# more of them, and those are built on the fly once the table is full.
+MAX_DENIALS = 4096
 
 Headers = list[tuple[bytes, bytes]]
 NO_STORE = (b"cache-control", b"no-store")
@@ -79,9 +93,9 @@ class ForwardAuthRules:
         self._key_start = settings.key_prefix + "_"
         self.always_jwt = settings.auth_upstream_jwt
         realm = settings.auth_realm.replace('"', "")
-        challenge = f'Bearer realm="{realm}", Basic realm="{realm}", charset="UTF-8"'
-        self._challenge = (b"www-authenticate", challenge.encode("latin-1"))
-        self._denials: dict[tuple[int, str], tuple[Headers, bytes]] = {}
+        self._bearer = f'Bearer realm="{realm}"'
+        self._basic = f'Basic realm="{realm}", charset="UTF-8"'
+        self._denials: dict[tuple[int, str, tuple[str, ...]], tuple[Headers, bytes]] = {}
 
     # --- finding the key ----------------------------------------------------------------
     def find_key(self, headers: dict[bytes, bytes],
@@ -142,21 +156,51 @@ class ForwardAuthRules:
             ]
         return cached
 
-    def denial(self, status: int, code: str, retry_after: int | None = None
-               ) -> tuple[Headers, bytes]:
-        """Headers and JSON body of a 401/403/429 (never a secret in it)."""
+    def refusal(self, result: Verification) -> tuple[int, Headers, bytes]:
+        """Status, headers and body refusing a key that did not verify."""
+        code = result.code
+        status = self.status_for(code)
+        if status == 429:
+            return (status, *self.denial(status, code.value, result.retry_after or 60))
+        if code is Code.INSUFFICIENT_ROLES:
+            return (status, *self.denial(status, code.value, detail=result.missing_roles))
+        if code is Code.REVOKED and result.reason == ROTATED:
+            return (status, *self.denial(status, code.value, detail=(ROTATED,)))
+        return (status, *self.denial(status, code.value))
+
+    def denial(self, status: int, code: str, retry_after: int | None = None,
+               detail: tuple[str, ...] = ()) -> tuple[Headers, bytes]:
+        """Headers and JSON body of a 401/403/429 (never a secret in it); ``detail``: the
+        missing roles of ``INSUFFICIENT_ROLES``, or ``("rotated",)`` for ``REVOKED``."""
         if retry_after is not None:
             headers, body = self.denial(status, code)
             return [*headers, (b"retry-after", str(retry_after).encode())], body
-        cached = self._denials.get((status, code))
+        cached = self._denials.get((status, code, detail))
         if cached is None:
-            message = MESSAGES[Code(code)] if code in Code.__members__ else _MESSAGES[code]
-            body = json.dumps({"error": code, "message": message}).encode()
-            headers = [JSON_TYPE, NO_STORE]
-            if status == 401:
-                headers.append(self._challenge)
-            cached = self._denials[(status, code)] = (headers, body)
+            cached = self._build_denial(status, code, detail)
+            if len(self._denials) < MAX_DENIALS:
+                self._denials[(status, code, detail)] = cached
         return cached
+
+    def _build_denial(self, status: int, code: str, detail: tuple[str, ...]
+                      ) -> tuple[Headers, bytes]:
+        message = MESSAGES[Code(code)] if code in Code.__members__ else _MESSAGES[code]
+        answer: dict[str, object] = {"error": code, "message": message}
+        if code == Code.INSUFFICIENT_ROLES and detail:
+            message = answer["message"] = f"API key lacks the required roles: {', '.join(detail)}"
+            answer["missing_roles"] = list(detail)
+        elif code == Code.REVOKED and detail == (ROTATED,):
+            message = answer["message"] = ("API key has been revoked: its secret was rotated "
+                                           "(use the new one)")
+        description = quote(message, safe=_DESCRIPTION_SAFE)
+        headers = [JSON_TYPE, NO_STORE, (b"x-auth-error", code.encode()),
+                   (b"x-auth-error-description", description.encode())]
+        if status == 401:
+            bearer = self._bearer
+            if code != "missing_key":  # RFC 6750: no error when no credential was sent
+                bearer += f', error="invalid_token", error_description="{description}"'
+            headers.append((b"www-authenticate", f"{bearer}, {self._basic}".encode()))
+        return headers, json.dumps(answer).encode()
 
     @staticmethod
     def status_for(code: Code) -> int:

@@ -105,9 +105,7 @@ class Gateway:
                     return (403, *self.rules.denial(403, "jwt_refused"), "jwt_refused")
                 answer = [*answer, (b"authorization", bearer), (b"x-auth-token", bearer)]
             return 200, answer, b"", "VALID"
-        status = self.rules.status_for(result.code)
-        retry = (result.retry_after or 60) if status == 429 else None
-        return (status, *self.rules.denial(status, result.code.value, retry), result.code.value)
+        return (*self.rules.refusal(result), result.code.value)
 
     # --- POST /v1/verify -----------------------------------------------------------------
     async def verify(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -51,6 +51,7 @@ class UiState:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.encryption = encryption_keys(settings)  # show-once hand-offs (handoff.py)
         secrets_ = cookie_secrets(settings)
         self.sessions = SessionCodec(secrets_)
         self.logins = CookieCodec(secrets_, "login")

@@ -32,7 +32,7 @@ templates.env.globals.update(relative=relative, version=__version__, csrf_field=
 
 
 # What an error page echoes of the input: a key pasted into the wrong field is shown as [key].
-_ECHOED = ("errors", "error", "values", "message")
+_ECHOED = ("errors", "error", "values", "message", "detail")
 
 
 def render(request: Request, name: str, user: UiUser | None, status_code: int = 200,
@@ -49,7 +49,8 @@ def error_page(request: Request, status: int, title: str, message: str,
                ) -> HTMLResponse:
     """``action``: (label, href) of the one thing the user can do next."""
     user = user or getattr(request.state, "ui_user", None)
-    return render(request, "error.html", user, status, title=title, message=message,
+    # ``detail``, not ``message``: base.html shows a ``message`` as a success notice.
+    return render(request, "error.html", user, status, title=title, detail=message,
                   action=action, code=status)
 
 

@@ -22,9 +22,10 @@ from apikm.keys.service import (
     list_audit,
 )
 from apikm.web.context import AppContext
-from apikm.web.ui.auth import Ctx, FreshUser, Ui, UiUser, User
+from apikm.web.ui.auth import Ctx, FreshUser, Ui, UiState, UiUser, User
 from apikm.web.ui.csrf import check_csrf
 from apikm.web.ui.forms import FIELD_OF, expiry_choices, parse_new_key, sentence
+from apikm.web.ui.handoff import Handoffs
 from apikm.web.ui.render import UiRoute, render
 from apikm.web.ui.views import key_state, lost_roles, usage_chart
 
@@ -109,14 +110,29 @@ async def create_key(request: Request, user: PostedFresh, ctx: Ctx, ui: Ui) -> R
         field = FIELD_OF.get(exc.field or "", "form")
         return await _create_form(request, user, ctx, ui, form.values,
                                   {field: sentence(str(exc))}, 422)
-    return _show_once(request, user, ctx, created, rotated=False)
+    return await _hand_off(ctx, ui, user, created, rotated=False)
 
 
-def _show_once(request: Request, user: UiUser, ctx: AppContext, created: CreatedKey,
-               rotated: bool) -> Response:
+async def _hand_off(ctx: AppContext, ui: UiState, user: UiUser, created: CreatedKey,
+                    rotated: bool) -> Response:
+    """POST -> 303 -> GET: a reload shows "already shown" and never posts the form again."""
+    key_id = str(created.key["id"])
+    token = await Handoffs(ctx.engine, ui.encryption).put(user.principal.user_id, key_id,
+                                                          created.secret, rotated)
+    return RedirectResponse(f"/keys/{key_id}/created?h={token}", status_code=303)
+
+
+@router.get("/keys/{key_id}/created")
+async def show_once(request: Request, key_id: uuid.UUID, user: User, ctx: Ctx, ui: Ui,
+                    h: Annotated[str, Query(max_length=64)] = "") -> Response:
+    owner_id = user.principal.user_id
+    handoff = await Handoffs(ctx.engine, ui.encryption).take(h, owner_id, str(key_id))
+    key = await ctx.keys.get(str(key_id), owner_id)
+    if handoff is None:
+        return render(request, "key_shown.html", user, 410, key=key)
     settings = ctx.settings
-    return render(request, "key_created.html", user, key=created.key, secret=created.secret,
-                  rotated=rotated, base_url=settings.base_url,
+    return render(request, "key_created.html", user, key=key, secret=handoff.secret,
+                  rotated=handoff.rotated, base_url=settings.base_url,
                   header=settings.auth_header[0], query_param=settings.auth_query_param,
                   python_auth=PYTHON_AUTH)
 
@@ -170,7 +186,8 @@ async def rotate_form(request: Request, key_id: uuid.UUID, user: User, ctx: Ctx)
 
 
 @router.post("/keys/{key_id}/rotate")
-async def rotate_key(request: Request, key_id: uuid.UUID, user: Posted, ctx: Ctx) -> Response:
+async def rotate_key(request: Request, key_id: uuid.UUID, user: Posted, ctx: Ctx,
+                     ui: Ui) -> Response:
     form = await request.form()
     allowed = {seconds for seconds, _label in _overlap_options(ctx)}
     raw = str(form.get("overlap") or "0")
@@ -185,17 +202,21 @@ async def rotate_key(request: Request, key_id: uuid.UUID, user: Posted, ctx: Ctx
     except PolicyError as exc:
         return render(request, "key_rotate.html", user, 422, key=key,
                       options=_overlap_options(ctx), error=str(exc))
-    return _show_once(request, user, ctx, created, rotated=True)
+    return await _hand_off(ctx, ui, user, created, rotated=True)
 
 
 @router.get("/keys/{key_id}/revoke")
-async def revoke_form(request: Request, key_id: uuid.UUID, user: User, ctx: Ctx) -> Response:
+async def revoke_form(request: Request, key_id: uuid.UUID, user: User, ctx: Ctx,
+                      from_: Annotated[str, Query(alias="from", max_length=8)] = "") -> Response:
     key = await ctx.keys.get(str(key_id), user.principal.user_id)
-    return render(request, "key_revoke.html", user, key=key, admin=False)
+    return render(request, "key_revoke.html", user, key=key, admin=False,
+                  from_list=from_ == "list")
 
 
 @router.post("/keys/{key_id}/revoke")
 async def revoke_key(request: Request, key_id: uuid.UUID, user: Posted, ctx: Ctx) -> Response:
     await ctx.keys.revoke(str(key_id), user.principal.user_id, Actor.of(user.principal),
                           "revoked by owner")
+    if (await request.form()).get("from") == "list":  # revoked from the list: back to it
+        return RedirectResponse("/keys?done=revoked", status_code=303)
     return RedirectResponse(f"/keys/{key_id}?done=revoked", status_code=303)

@@ -139,6 +139,20 @@ def test_rotation_with_overlap_keeps_old_secret_for_a_while(
     assert verify_key(anonymous, new_secret, client_ip="10.0.0.1")["code"] == "VALID"
 
 
+def test_revoking_during_an_overlap_stops_both_secrets_as_revoked(
+        as_user: Clients, anonymous: httpx.Client) -> None:
+    alice = as_user("alice")
+    created = new_key(alice)
+    new_secret = alice.post(f"/v1/keys/{created['id']}/rotate",
+                            json={"overlap_seconds": 3600}).json()["key"]
+    assert verify_key(anonymous, created["key"], client_ip="10.0.0.4")["code"] == "VALID"
+    revoked = alice.delete(f"/v1/keys/{created['id']}").json()
+    assert revoked["previous_secret_expires_at"] is not None  # the overlap ended with it
+    for secret in (created["key"], new_secret):  # the old one too: REVOKED, not NOT_FOUND
+        answer = verify_key(anonymous, secret, client_ip="10.0.0.4")
+        assert answer["code"] == "REVOKED" and answer["reason"] == "revoked by owner", answer
+
+
 def test_rotation_without_overlap_kills_old_secret_at_once(
         as_user: Clients, anonymous: httpx.Client) -> None:
     alice = as_user("alice")
