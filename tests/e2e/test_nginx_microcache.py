@@ -47,7 +47,7 @@ def test_a_burst_with_one_key_asks_apikm_about_once(setting: checks.Setting) -> 
             assert response.status_code == 206
         elapsed = time.monotonic() - started
     asked = auth_answers(setting, "VALID") - before
-    assert 1 <= asked <= int(elapsed) + 2, (asked, elapsed)  # one miss per second at most
+    assert 1 <= asked <= 2 * int(elapsed) + 3, (asked, elapsed)  # two misses a second at most
 
 
 def test_a_cached_answer_serves_no_other_key(setting: checks.Setting) -> None:
@@ -80,7 +80,7 @@ def test_a_cached_answer_is_per_required_roles(setting: checks.Setting) -> None:
                           ).status_code == 403
 
 
-def test_a_revoked_key_is_refused_within_the_cache_second(setting: checks.Setting) -> None:
+def test_a_revoked_key_is_refused_within_half_a_second(setting: checks.Setting) -> None:
     owner = user_client(setting.apikm.url, access_token(devstack.up().issuer, "alice"))
     key, created = create_key(owner, ["analyst"])
     with checks.fresh_client(setting) as client:
@@ -88,6 +88,5 @@ def test_a_revoked_key_is_refused_within_the_cache_second(setting: checks.Settin
         owner.delete(f"/v1/keys/{created['id']}").raise_for_status()
         revoked_at = time.monotonic()
         while client.get("/data/dem.tif", headers={"X-API-Key": key}).status_code == 200:
-            assert time.monotonic() - revoked_at < 1.5, "still served from the cache"
-            time.sleep(0.02)
-    assert time.monotonic() - revoked_at <= 1.5
+            assert time.monotonic() - revoked_at < 0.6, "still served from the cache"
+            time.sleep(0.01)

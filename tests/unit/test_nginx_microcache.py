@@ -26,7 +26,7 @@ def test_the_cache_key_holds_every_place_a_key_can_be() -> None:
     parts = key.group(1).split("|")
     # $request_uri, not a parsed ?apikey=: any spelling of the parameter is in the key.
     assert parts == ["$http_x_api_key", "$http_authorization", "$request_uri", "$remote_addr",
-                     "$apikm_query"]
+                     "$apikm_query", "$apikm_cache_slot"]
     # apikm is sent exactly the header values the entry is cached under.
     assert "proxy_set_header X-API-Key $http_x_api_key;" in CACHED
     assert "proxy_set_header Authorization $http_authorization;" in CACHED
