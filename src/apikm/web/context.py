@@ -107,6 +107,18 @@ def build_limiter(settings: Settings, bus: EventBus, engine: AsyncEngine) -> Lim
     return limiter
 
 
+def key_policy(settings: Settings) -> KeyPolicy:
+    return KeyPolicy(
+        prefix=settings.key_prefix,
+        lifetime=LifetimePolicy(default=timedelta(hours=settings.default_apikey_ttl_hour),
+                                maximum=timedelta(hours=settings.max_apikey_ttl_hour)),
+        max_keys_per_user=settings.max_keys_per_user,
+        max_meta_bytes=settings.max_meta_bytes,
+        max_rotation_overlap=timedelta(hours=settings.max_rotation_overlap_hour),
+        allow_all_roles=settings.allow_all_roles_keys,
+    )
+
+
 def build_context(settings: Settings) -> AppContext:
     engine = create_engine(settings.effective_database_url)
     http = httpx.AsyncClient(headers={"User-Agent": "apikm"})
@@ -116,15 +128,7 @@ def build_context(settings: Settings) -> AppContext:
     bus.subscribe(store.on_event)
     bus.on_health(store.on_health)
     usage = UsageRecorder(engine, settings.usage_flush_seconds)
-    rules = KeyPolicy(
-        prefix=settings.key_prefix,
-        lifetime=LifetimePolicy(default=timedelta(hours=settings.default_apikey_ttl_hour),
-                                maximum=timedelta(hours=settings.max_apikey_ttl_hour)),
-        max_keys_per_user=settings.max_keys_per_user,
-        max_meta_bytes=settings.max_meta_bytes,
-        max_rotation_overlap=timedelta(hours=settings.max_rotation_overlap_hour),
-        allow_all_roles=settings.allow_all_roles_keys,
-    )
+    rules = key_policy(settings)
     verifier = Verifier(settings.key_prefix, peppers, store,
                         build_limiter(settings, bus, engine), usage,
                         max_staleness=settings.max_staleness)
