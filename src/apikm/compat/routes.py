@@ -28,6 +28,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 
 from apikm.compat.legacy_keys import is_legacy_key, legacy_digest
 from apikm.config import Settings
@@ -149,8 +150,27 @@ async def _key_id(ctx: AppContext, key: Text, owner_id: str) -> str:
     raise CompatError(404, "API key not found")
 
 
+class Detail(BaseModel):
+    """Every error of the old API: what is wrong, for a person."""
+
+    detail: str
+
+
+def _documented(description: str) -> dict[str, Any]:
+    return {"model": Detail, "description": description}
+
+
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: _documented("no valid Keycloak access token"),
+    403: _documented("roles the caller does not hold"),
+    404: _documented("no such key among the caller's"),
+    409: _documented("the caller's key limit is reached"),
+    422: _documented("a parameter is not valid, or apikm refuses what the old service did"),
+}
+
+
 def build_router(settings: Settings) -> APIRouter:
-    router = APIRouter(tags=["APIKeyManager compatibility"])
+    router = APIRouter(tags=["APIKeyManager compatibility"], responses=RESPONSES)
 
     @router.get("/auth/me")
     async def me(user: Caller) -> dict[str, Any]:
