@@ -38,6 +38,7 @@ from apikm.keys.hashing import parse_peppers
 from apikm.migrations import upgrade
 from bench.bulk_keys import load, seeded_keys
 from bench.loadgen import attack
+from bench.process import group_rss_mb
 from bench.wrk import WrkResult, require_wrk, run_wrk
 from tests.support.apikm_server import ApikmServer, apikm_server
 from tests.support.echo import echo_server
@@ -131,17 +132,6 @@ def keycloak_introspection_lua(token: str) -> str:
     body = f"token={token}&client_id=apikm&client_secret={DEMO_SYNC_SECRET}"
     return POST_LUA.format(body=json.dumps(body),
                            content_type="application/x-www-form-urlencoded")
-
-
-def group_rss_mb(pgid: int) -> float:
-    """Resident memory of every process in a process group (the server and its workers)."""
-    total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[2]) == pgid:
-                total += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-    return total / 2**20
 
 
 def database_mb(server: ApikmServer) -> float:

@@ -17,6 +17,10 @@ from pathlib import Path
 from apikm.encryption import new_key_spec
 from tests.support.ports import free_port, wait_http
 
+# One for every server of a test run, as an operator gives all replicas the same key: servers
+# sharing a database read each other's signing keys. Tests of mismatched keys pass their own.
+ENCRYPTION_KEY = new_key_spec("t1")
+
 
 @dataclass(frozen=True)
 class ApikmServer:
@@ -50,7 +54,7 @@ def apikm_server(database_url: str | None, keycloak_url: str, realm: str = "demo
         "APIKM_KEYCLOAK_URL": keycloak_url,
         "APIKM_KEYCLOAK_REALM": realm,
         "APIKM_PEPPERS": f"t1:{secrets.token_urlsafe(24)}",
-        "APIKM_ENCRYPTION_KEY": new_key_spec("t1"),  # required with PostgreSQL
+        "APIKM_ENCRYPTION_KEY": ENCRYPTION_KEY,  # required with PostgreSQL
         "APIKM_USAGE_FLUSH_SECONDS": "0.5",
         "APIKM_LOG_LEVEL": "DEBUG",
         **{f"APIKM_{k.upper()}": v for k, v in settings.items()},

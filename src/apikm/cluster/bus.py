@@ -43,6 +43,9 @@ PRUNE_EVERY = 30.0
 EVENTS_HEALTHY = Gauge("apikm_cluster_events_healthy",
                        "1 while this replica reads the change-event log, else 0 "
                        "(then its key cache keeps entries for one second only)")
+CHANNEL_UP = Gauge("apikm_cluster_wakeup_channel_up",
+                   "1 while this replica's wake-up channel is connected, else 0 (changes "
+                   "then arrive by polling the log every 0.1 s)", ["channel"])
 EVENTS_LAG = Gauge("apikm_cluster_events_lag_seconds",
                    "Seconds since this replica last read the change-event log")
 
@@ -171,15 +174,22 @@ class EventBus:
     async def _listen_loop(self, channel: Channel) -> None:
         delay = 0.5
         while True:
+            def woken(name: str = channel.name) -> None:
+                # Channels wake us once as soon as they are subscribed: from then on, up.
+                if not self._up[name]:
+                    self._channel_up(name, True)
+                self._wake.set()
+
             try:
-                self._up[channel.name] = True
-                await channel.listen(self._wake.set)
+                await channel.listen(woken)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("event wake-up channel lost; polling every 0.1 s",
                             channel=channel.name, error=str(exc))
-            self._up[channel.name] = False
+            if self._up[channel.name]:
+                delay = 0.5  # it was connected: a fresh loss, retry soon
+            self._channel_up(channel.name, False)
             self._wake.set()  # read what may have been missed while it was down
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
@@ -200,6 +210,10 @@ class EventBus:
             except Exception:  # one bad handler must not stop the others
                 log.exception("change event handler failed", kind=event.kind.value)
 
+    def _channel_up(self, name: str, up: bool) -> None:
+        self._up[name] = up
+        CHANNEL_UP.labels(name).set(1 if up else 0)
+
     def _set_health(self, healthy: bool) -> None:
         changed = healthy != self.healthy
         self.healthy = healthy
@@ -214,6 +228,9 @@ class EventBus:
                 "seconds_since_read": round(time.monotonic() - self._last_read, 3)}
 
 
+LISTEN_NAME = "apikm-events"  # application_name of the LISTEN connection (pg_stat_activity)
+
+
 def postgres_channel(engine: AsyncEngine) -> Channel:
     """Wake on ``NOTIFY apikm_events``: a dedicated asyncpg connection, outside the pool."""
     import asyncpg  # type: ignore[import-untyped]
@@ -221,7 +238,7 @@ def postgres_channel(engine: AsyncEngine) -> Channel:
     dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
 
     async def listen(wake: Callable[[], None]) -> None:
-        conn = await asyncpg.connect(dsn)
+        conn = await asyncpg.connect(dsn, server_settings={"application_name": LISTEN_NAME})
         lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         def closed(_conn: object) -> None:

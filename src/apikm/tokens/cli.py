@@ -36,7 +36,8 @@ def setup_options(settings: Settings, issuer: str | None = None, jwks_url: str |
         alias=settings.keycloak_idp_alias, issuer=issuer,
         jwks_url=jwks_url or issuer + JWKS_PATH, client_id=settings.exchange_client_id,
         signing_alg=settings.signing_alg, grant_link_permission=link_permission,
-        client_secret=secret.get_secret_value() if secret else None)
+        client_secret=secret.get_secret_value() if secret else None,
+        audiences=tuple(settings.token_audience))
 
 
 def keycloak_setup(

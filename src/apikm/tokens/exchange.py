@@ -3,7 +3,7 @@
 Two minters, chosen by ``APIKM_EXCHANGE_MODE``:
 - ``apikm``: apikm signs a Keycloak-like JWT itself (see ``claims``), published in its JWKS;
 - ``keycloak``: apikm obtains a genuine Keycloak token for the owner through the JWT
-  Authorization Grant (see ``keycloak_grant``).
+  Authorization Grant (see ``keycloak_grant``), limited to the key's roles (``narrowing``).
 Either way the key is verified first by ``Verifier.verify``: a suspended, expired, revoked or
 network-refused key gets ``invalid_grant`` and counts towards the failure limit.
 
@@ -16,15 +16,20 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
+
+import structlog
 
 from apikm.config import Settings
+from apikm.tokens import narrowing
 from apikm.tokens.claims import DEFAULT_SCOPE, access_token_claims, token_audiences
 from apikm.tokens.keycloak_grant import KeycloakGrant, KeycloakGrantError
 from apikm.tokens.signing import SigningKeys
 from apikm.verify.codes import MESSAGES, Code
 from apikm.verify.record import KeyRecord
 from apikm.verify.verifier import Verifier
+
+log = structlog.get_logger(__name__)
 
 TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 - a URN, not a secret
 API_KEY_TOKEN_TYPE = "urn:apikm:params:oauth:token-type:api-key"  # noqa: S105 - a URN, not a secret
@@ -115,39 +120,84 @@ class ApikmMinter:
                            issued_token_type=ACCESS_TOKEN_TYPE, scope=DEFAULT_SCOPE)
 
 
-NARROWED_KEY_REFUSED = (
-    "this key carries only some of its owner's roles, and keycloak exchange mode can only "
-    "obtain a Keycloak token with all of them; use a key granted all of your current roles "
-    "for this, or ask the operator for APIKM_EXCHANGE_MODE=apikm (tokens with the key's "
-    "roles only)")
+WIDER_THAN_KEY = (
+    "Keycloak would issue this key's token with roles the key does not carry (a composite "
+    "role of the key includes roles the key lacks: grant the key those too; or the realm is "
+    "set up wrongly: the operator must run `apikm keycloak setup`); refused")
 
 
 class KeycloakMinter:
-    """Asks Keycloak (JWT Authorization Grant); Keycloak decides audience and lifetime.
+    """Asks Keycloak (JWT Authorization Grant) for a token limited to the key's roles.
 
-    Keycloak issues the token with the *owner's* roles: it knows nothing of the key. Until
-    the grant can be narrowed to the key's roles, a key whose effective roles are fewer than
-    its owner's gets no token at all here: a key must never yield more than it carries.
+    The key's effective roles become the role scopes asked for (see ``narrowing``); the token
+    Keycloak returns is read and refused when it carries any role beyond them or outlives the
+    key. ``aud`` holds every client the key holds a role of (Keycloak's audience resolver)
+    plus ``audience`` when asked for, else the configured audiences; ``audience`` must be one
+    of those, as in apikm mode.
     """
 
-    def __init__(self, grant: KeycloakGrant) -> None:
+    def __init__(self, grant: KeycloakGrant, settings: Settings) -> None:
         self._grant = grant
+        self._alias = settings.keycloak_idp_alias
+        self._audiences = settings.token_audience
 
     async def mint(self, record: KeyRecord, audience: str | None = None,
                    scope: str | None = None) -> IssuedToken:
-        if record.effective_roles != record.owner_roles:
-            raise OAuthError(400, "invalid_request", NARROWED_KEY_REFUSED)
-        if audience is not None:
+        roles = record.effective_roles
+        inexpressible = narrowing.inexpressible_roles(roles, self._alias)
+        if inexpressible:
+            raise OAuthError(400, "invalid_scope", "Keycloak tokens from apikm cannot carry "
+                             + ", ".join(inexpressible) + "; use a key without them")
+        allowed = token_audiences(record, self._audiences)
+        if audience is not None and audience not in allowed:
             raise OAuthError(400, "invalid_target",
-                             "audience cannot be chosen in keycloak exchange mode")
+                             "audience must be one of: " + ", ".join(allowed))
+        wanted = [audience] if audience is not None else self._audiences
         try:
-            token = await self._grant.token_for(record, scope)
+            requested = narrowing.requested_scope(self._alias, roles, wanted, scope)
+        except narrowing.ScopeRequestError as exc:
+            raise OAuthError(400, "invalid_scope", str(exc)) from None
+        try:
+            token = await self._grant.token_for(record, requested)
         except KeycloakGrantError as exc:
             if exc.owner_refused:
                 raise OAuthError(400, "invalid_grant", str(exc)) from None
+            if exc.scope_refused:
+                raise OAuthError(400, "invalid_scope", str(exc)) from None
             raise OAuthError(503, "temporarily_unavailable", str(exc)) from None
+        try:
+            claims = narrowing.unverified_claims(token.access_token)
+        except ValueError:
+            log.warning("keycloak answered the authorization grant with a token that is no JWT")
+            raise OAuthError(503, "temporarily_unavailable",
+                             "Keycloak answered without a readable token") from None
+        self._check(record, claims)
+        if audience is not None and audience not in narrowing.audiences(claims):
+            log.error("keycloak left the audience asked for out of the token: run apikm "
+                      "keycloak setup", audience=audience)
+            raise OAuthError(503, "temporarily_unavailable",
+                             "Keycloak did not issue the audience asked for")
         return IssuedToken(access_token=token.access_token, expires_in=token.expires_in,
                            issued_token_type=ACCESS_TOKEN_TYPE, scope=token.scope)
+
+    def _check(self, record: KeyRecord, claims: Mapping[str, Any]) -> None:
+        """Fail closed: nothing wider than the key, nothing longer-lived than the key."""
+        beyond = narrowing.roles_beyond(claims, record.effective_roles)
+        if beyond:
+            narrowing.TOKENS_REFUSED.labels("wider_roles").inc()
+            log.error("refused a keycloak token wider than its key: the exchange client must "
+                      "have full scope off, no roles and no role scope mappings but apikm's "
+                      "(run apikm keycloak setup), or a composite role of the key holds roles "
+                      "the key lacks", key_id=record.id, extra_roles=sorted(beyond))
+            raise OAuthError(400, "invalid_scope", WIDER_THAN_KEY)
+        expires = claims.get("exp")
+        if not isinstance(expires, int) or expires > int(record.expires_ts) + 1:
+            narrowing.TOKENS_REFUSED.labels("outlives_key").inc()
+            log.error("refused a keycloak token that outlives its key: enable "
+                      "jwtAuthorizationGrantLimitAccessTokenExp on apikm's identity provider "
+                      "(run apikm keycloak setup)", key_id=record.id)
+            raise OAuthError(503, "temporarily_unavailable",
+                             "Keycloak issued a token that would outlive the key; refused")
 
 
 class TokenExchange:

@@ -7,7 +7,10 @@ subject), and apikm, as the confidential client ``APIKM_EXCHANGE_CLIENT_ID``, po
 single-use assertion signed with its current signing key to the realm's token endpoint.
 Keycloak then checks the signature, issuer, audience, lifetime, ``jti`` reuse, that the user
 exists, is linked, is enabled and has no pending required actions, and issues a token with the
-user's roles as the client's scopes map them. ``apikm keycloak setup`` prepares the realm.
+user's roles as the client's scopes map them: only the key's roles, through the role scopes
+apikm asks for (see ``narrowing``). ``apikm keycloak setup`` prepares the realm, including
+"limit access token expiration" on the identity provider, so the token expires no later than
+the assertion, which expires no later than the key.
 
 An owner not linked yet is linked on first use through the admin API, with the client's
 service account (which ``setup`` grants ``manage-users`` for that purpose).
@@ -35,16 +38,18 @@ from apikm.verify.record import KeyRecord
 log = structlog.get_logger(__name__)
 
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
-ASSERTION_TTL_SECONDS = 60  # Keycloak's default ceiling is 300
+MAX_ASSERTION_TTL_SECONDS = 300  # Keycloak's default ceiling (jwtAuthorizationGrantMaxAllowed...)
 _USER_NOT_LINKED = "User not found"
 
 
 class KeycloakGrantError(Exception):
     """Keycloak refused or could not be asked; the message is safe to show the key holder."""
 
-    def __init__(self, message: str, *, owner_refused: bool = False) -> None:
+    def __init__(self, message: str, *, owner_refused: bool = False,
+                 scope_refused: bool = False) -> None:
         super().__init__(message)
         self.owner_refused = owner_refused
+        self.scope_refused = scope_refused
 
 
 @dataclass(frozen=True)
@@ -67,22 +72,29 @@ class KeycloakGrant:
             http, self._token_endpoint, settings.exchange_client_id,
             secret.get_secret_value(), 10.0) if secret else None
 
-    def assertion(self, subject: str) -> str:
+    def assertion(self, subject: str, not_after: float | None = None) -> str:
+        """A single-use assertion for ``subject``, expiring with the token apikm wants (its
+        lifetime, capped by Keycloak's ceiling) and never after ``not_after`` (the key's end)."""
         now = int(time.time())
+        expires = now + min(self._settings.token_ttl_seconds, MAX_ASSERTION_TTL_SECONDS)
+        if not_after is not None:
+            expires = min(expires, int(not_after))
         return self._keys.sign({
             "iss": self._settings.base_url,
             "sub": subject,
             "aud": self._settings.issuer,
             "iat": now,
-            "exp": now + ASSERTION_TTL_SECONDS,
+            "exp": expires,
             "jti": secrets.token_urlsafe(24),
         })
 
     async def token_for(self, record: KeyRecord, scope: str | None) -> KeycloakToken:
-        response = await self._grant(record.owner_id, scope)
+        if int(record.expires_ts) <= int(time.time()):
+            raise KeycloakGrantError("API key has expired", owner_refused=True)
+        response = await self._grant(record, scope)
         if _error_description(response) == _USER_NOT_LINKED:
             await self._link(record)
-            response = await self._grant(record.owner_id, scope)
+            response = await self._grant(record, scope)
         if response.status_code != 200:
             raise _refusal(response)
         try:  # a 200 that is not a token (a proxy's page, another version) is no token
@@ -97,8 +109,9 @@ class KeycloakGrant:
         return KeycloakToken(access_token=token, expires_in=expires_in,
                              scope=str(body.get("scope", "")))
 
-    async def _grant(self, subject: str, scope: str | None) -> httpx.Response:
-        form = {"grant_type": JWT_BEARER, "assertion": self.assertion(subject),
+    async def _grant(self, record: KeyRecord, scope: str | None) -> httpx.Response:
+        form = {"grant_type": JWT_BEARER,
+                "assertion": self.assertion(record.owner_id, record.expires_ts),
                 "scope": scope or "openid"}
         return await self._post_as_client(self._token_endpoint, form)
 
@@ -149,8 +162,25 @@ def _error_description(response: httpx.Response) -> str | None:
     return str(description) if description else None
 
 
+def _error_code(response: httpx.Response) -> str | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    error = body.get("error") if isinstance(body, dict) else None
+    return str(error) if error else None
+
+
 def _refusal(response: httpx.Response) -> KeycloakGrantError:
     description = _error_description(response)
+    if response.status_code == 400 and _error_code(response) == "invalid_scope":
+        log.warning("keycloak refused the scopes of the authorization grant: a role of the key "
+                    "has no client scope in the realm (run apikm keycloak setup after creating "
+                    "roles), or the caller asked for a scope the exchange client lacks")
+        return KeycloakGrantError("Keycloak has no client scope for a role of this key, or for "
+                                  "a scope asked for; the operator must run "
+                                  "`apikm keycloak setup` after creating roles",
+                                  scope_refused=True)
     log.warning("keycloak refused the authorization grant", status=response.status_code,
                 reason=description)
     if description in ("User is not enabled", "Account is not fully set up", _USER_NOT_LINKED):

@@ -39,7 +39,7 @@ def build_token_services(settings: Settings, verifier: Verifier, http: httpx.Asy
     keys = signing_keys(settings, engine)
     minter: Minter
     if settings.exchange_mode == "keycloak":
-        minter = KeycloakMinter(KeycloakGrant(settings, http, keys))
+        minter = KeycloakMinter(KeycloakGrant(settings, http, keys), settings)
     else:
         minter = ApikmMinter(settings, keys)
     return TokenServices(

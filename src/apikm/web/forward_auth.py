@@ -182,9 +182,8 @@ _MESSAGES = {
     "missing_key": "an API key is required",
     "bad_roles": "too many or too long required roles",
     "unavailable": "authorization could not be decided",
-    "jwt_refused": "no upstream token for this key: narrower than its owner's roles in "
-                   "keycloak exchange mode (use the key without jwt=1, or "
-                   "APIKM_EXCHANGE_MODE=apikm)",
+    "jwt_refused": "no upstream token for this key: Keycloak cannot issue one limited to "
+                   "the key's roles (POST /oauth/token with the key says why)",
 }
 
 

@@ -411,7 +411,8 @@ def test_bad_values_fail_early(helm: str, tmp_path: Path, extra: dict[str, Any],
 def test_config_takes_every_setting_but_the_secrets(helm: str, tmp_path: Path) -> None:
     """The schema's secret filter matches apikm's secrets, not its ordinary settings."""
     chart_managed = {"APIKM_PORT", "APIKM_DATA_DIR", "APIKM_RATE_LIMIT_STORAGE"}
-    secret_settings = {"APIKM_PEPPERS", "APIKM_SESSION_SECRET", "APIKM_OIDC_CLIENT_SECRET",
+    secret_settings = {"APIKM_PEPPERS", "APIKM_SESSION_SECRET", "APIKM_ENCRYPTION_KEY",
+                       "APIKM_OIDC_CLIENT_SECRET",
                        "APIKM_EXCHANGE_CLIENT_SECRET", "APIKM_DATABASE_URL"}
     names = {f"APIKM_{field.upper()}" for field in Settings.model_fields}
     assert secret_settings <= names

@@ -263,7 +263,7 @@ def keycloak_mode_apikm(keycloak: StackInfo) -> Iterator[ApikmServer]:
         options = SetupOptions(
             keycloak_url=keycloak.base_url, realm="demo", alias=alias, issuer=server.url,
             jwks_url=f"{server.url}/.well-known/jwks.json", client_id=client_id,
-            signing_alg="ES256", client_secret=secret)
+            signing_alg="ES256", client_secret=secret, audiences=("apikm",))
         changes = setup_realm(options, admin_token(keycloak.base_url))
         assert any("created" in change for change in changes)
         assert setup_realm(options, admin_token(keycloak.base_url)) == []  # idempotent
@@ -277,7 +277,7 @@ def keycloak_mode_apikm(keycloak: StackInfo) -> Iterator[ApikmServer]:
 
 
 def full_key(client: httpx.Client) -> tuple[str, dict[str, Any]]:
-    """A key granted every role its owner holds (what keycloak mode serves)."""
+    """A key granted every role its owner holds."""
     return create_key(client, client.get("/v1/me").json()["roles"])
 
 
@@ -291,7 +291,7 @@ def test_keycloak_mode_token_is_accepted_by_keycloak(
     claims = _unverified(issued)
     assert claims["iss"] == keycloak.issuer
     assert claims["sub"] == _unverified(token("alice"))["sub"]
-    assert {"analyst", "editor"} <= set(claims["realm_access"]["roles"])  # the key's = owner's
+    assert {"analyst", "editor"} <= set(claims["realm_access"]["roles"])  # the key's: all
     assert sorted(claims["resource_access"]["geoserver"]["roles"]) == ["read", "write"]
     userinfo = httpx.get(f"{keycloak.issuer}/protocol/openid-connect/userinfo",
                          headers={"Authorization": f"Bearer {issued}"})
@@ -329,26 +329,20 @@ def test_keycloak_mode_refuses_revoked_key_without_asking_keycloak(
                                "error_description": "API key has been revoked"}
 
 
-def test_keycloak_mode_refuses_a_key_narrower_than_its_owner(
+def test_keycloak_mode_narrows_a_key_narrower_than_its_owner(
         keycloak_mode_apikm: ApikmServer, token: Callable[[str], str]) -> None:
-    """Keycloak would issue the owner's roles (editor, geoserver:write, ...) for a key that
-    carries only analyst: no token, for the exchange and for forward auth's upstream JWT."""
+    """alice holds editor, geoserver:write, ...; her analyst key's Keycloak token carries
+    analyst only, for the exchange and for forward auth's upstream JWT alike (more in
+    test_keycloak_narrowed.py)."""
     alice = user_client(keycloak_mode_apikm.url, token("alice"))
     narrow, _ = create_key(alice, ["analyst"])
-    refused = exchange(keycloak_mode_apikm.url, narrow)
-    assert refused.status_code == 400, refused.text
-    body = refused.json()
-    assert body["error"] == "invalid_request" and "access_token" not in body
-    assert "only some of its owner's roles" in body["error_description"]
-    assert "APIKM_EXCHANGE_MODE=apikm" in body["error_description"]
+    response = exchange(keycloak_mode_apikm.url, narrow)
+    assert response.status_code == 200, response.text
+    claims = _unverified(response.json()["access_token"])
+    assert claims["realm_access"] == {"roles": ["analyst"]}
+    assert not claims.get("resource_access")
     auth = f"{keycloak_mode_apikm.url}/v1/auth"
-    denied = httpx.get(auth, params={"jwt": "1"}, headers={"X-API-Key": narrow})
-    assert denied.status_code == 403 and "authorization" not in denied.headers
-    assert denied.json()["error"] == "jwt_refused"  # says why, not "unavailable"
-    assert "APIKM_EXCHANGE_MODE=apikm" in denied.json()["message"]
-    assert httpx.get(auth, headers={"X-API-Key": narrow}).status_code == 200  # no JWT asked
-
-    full, _ = full_key(alice)
-    granted = httpx.get(auth, params={"jwt": "1"}, headers={"X-API-Key": full})
+    granted = httpx.get(auth, params={"jwt": "1"}, headers={"X-API-Key": narrow})
     assert granted.status_code == 200, granted.text
-    assert granted.headers["authorization"].startswith("Bearer ")
+    upstream = _unverified(granted.headers["authorization"].removeprefix("Bearer "))
+    assert upstream["realm_access"] == {"roles": ["analyst"]}
