@@ -30,6 +30,11 @@ from apikm.identity.sync_cli import sync_command  # noqa: E402
 
 app.command("sync")(sync_command)
 
+# CS Group APIKeyManager (issue 11): `apikm import apikeymanager --from URL [--dry-run]`.
+from apikm.compat.cli import import_app  # noqa: E402
+
+app.add_typer(import_app, name="import")
+
 
 def _settings() -> Settings:
     try:

@@ -1,8 +1,11 @@
 """Settings: every knob is an ``APIKM_*`` environment variable, ``.env`` is read when present.
 
 Names kept from the older CS Group APIKeyManager keep their meaning:
-``APIKM_DATABASE_URL``, ``APIKM_DEFAULT_APIKEY_TTL_HOUR``, ``APIKM_KEYCLOAK_SYNC_FREQ``,
-``APIKM_RATE_LIMIT``.
+``APIKM_DATABASE_URL``, ``APIKM_DEFAULT_APIKEY_TTL_HOUR``, ``APIKM_KEYCLOAK_SYNC_FREQ``
+(``-1``: no periodic full pass), ``APIKM_RATE_LIMIT``, ``APIKM_OIDC_CLIENT_ID/SECRET``, and
+(``apikm.compat.settings``) ``APIKM_OIDC_ENDPOINT`` + ``APIKM_OIDC_REALM``,
+``APIKM_OAUTH2_ATTRIBUTES``, ``APIKM_ROOT_PATH``, ``APIKM_CORS_ORIGINS_REGEX``,
+``APIKM_SHOW_TECHNICAL_ENDPOINTS``.
 """
 
 from __future__ import annotations
@@ -69,7 +72,8 @@ class Settings(BaseSettings):
     oidc_audience: str = "apikm"
     admin_role: str = "apikm-admin"
     token_leeway_seconds: int = Field(30, ge=0, le=300, description="clock skew allowed")
-    keycloak_sync_freq: int = Field(300, ge=5)
+    keycloak_sync_freq: int = Field(300, description="seconds between full sync passes; "
+                                    "-1: none (events only), as in APIKeyManager")
 
     # --- Keycloak sync (identity/sync.py) ------------------------------------------------
     keycloak_admin_url: str = Field("", description="Keycloak base URL for the admin API "
@@ -79,7 +83,9 @@ class Settings(BaseSettings):
                                      "full passes")
     sync_event_interval: float = Field(1.0, ge=0.2, le=60)
     sync_concurrency: int = Field(8, ge=1, le=64)
-    max_staleness: timedelta = Field(timedelta(hours=1), description="e.g. 1h; then STALE")
+    max_staleness: timedelta | None = Field(
+        timedelta(hours=1), description="e.g. 1h; then STALE. Not enforced by default when "
+        "APIKM_KEYCLOAK_SYNC_FREQ is -1 (no full pass confirms owners)")
     revoke_disabled_after: timedelta = Field(timedelta(hours=24), description="e.g. 24h")
 
     # --- secrets shared by every replica (encryption.py) ---------------------------------
@@ -131,11 +137,68 @@ class Settings(BaseSettings):
     introspect_networks: Annotated[list[str], NoDecode] = ["127.0.0.1/32", "::1/128"]
     introspect_role: str = "apikm-introspect"
 
+    # --- CS Group APIKeyManager compatibility (apikm.compat) -----------------------------
+    compat_api: bool = Field(True, description="serve APIKeyManager's API: /auth/check_key, "
+                             "/auth/api_key/..., /auth/me, /health/status, /k/<key>/...")
+    allow_all_roles_keys: bool = Field(True, description="keys may carry all of their "
+                                       "owner's current roles (opt-in per key)")
+    oauth2_attributes: Annotated[list[str], NoDecode] = Field(
+        [], description="Keycloak user attributes synced with each owner and returned on "
+        "verification ('a,b' or a JSON list)")
+    auth_attribute_headers: bool = Field(False, description="forward auth answers the "
+                                         "attributes as X-Auth-Attr-<name> headers")
+    # APIKeyManager's names (only read; see _apikeymanager_names):
+    oidc_endpoint: str = Field("", description="old name of APIKM_KEYCLOAK_URL")
+    oidc_realm: str = Field("", description="old name of APIKM_KEYCLOAK_REALM")
+    root_path: str = Field("", description="path prefix apikm is served under, e.g. /apikm")
+    cors_origins_regex: str = Field("", description="browser origins allowed by CORS "
+                                    "(a regular expression); empty: no CORS")
+    show_technical_endpoints: bool = Field(False, description="list /health/status in the "
+                                           "OpenAPI document")
+
     @field_validator("trusted_proxies", "introspect_networks", "auth_header",
                      "token_audience", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("oauth2_attributes", mode="before")
+    @classmethod
+    def _attribute_names(cls, value: object) -> object:
+        from apikm.compat.settings import attribute_names
+
+        return attribute_names(value)
+
+    @field_validator("keycloak_sync_freq")
+    @classmethod
+    def _sync_freq(cls, value: int) -> int:
+        if value != -1 and value < 5:
+            raise ValueError("must be at least 5 seconds, or -1 for no periodic full pass")
+        return value
+
+    @field_validator("root_path")
+    @classmethod
+    def _root_path(cls, value: str) -> str:
+        from apikm.compat.settings import check_root_path
+
+        return check_root_path(value)
+
+    @field_validator("cors_origins_regex")
+    @classmethod
+    def _cors(cls, value: str) -> str:
+        if value:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _apikeymanager_names(self) -> Settings:
+        from apikm.compat.settings import apply_old_names
+
+        apply_old_names(self)
+        return self
 
     @field_validator("trusted_proxies", "introspect_networks")
     @classmethod
@@ -177,7 +240,7 @@ class Settings(BaseSettings):
     def _duration(cls, value: object) -> object:
         return parse_duration(value) if isinstance(value, str | int | float) else value
 
-    @field_validator("keycloak_url", "public_url", "keycloak_admin_url")
+    @field_validator("keycloak_url", "public_url", "keycloak_admin_url", "oidc_endpoint")
     @classmethod
     def _url(cls, value: str) -> str:
         if value and not re.match(r"^https?://[^/\s]+", value):
@@ -186,9 +249,14 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _staleness(self) -> Settings:
+        if self.keycloak_sync_freq == -1 and "max_staleness" not in self.model_fields_set:
+            self.max_staleness = None  # nothing confirms owners on a schedule
+        if self.max_staleness is None:
+            return self
         if self.max_staleness.total_seconds() <= 0:
             raise ValueError("APIKM_MAX_STALENESS must be positive")
-        if self.sync_enabled and self.max_staleness.total_seconds() <= self.keycloak_sync_freq:
+        if (self.sync_enabled and self.keycloak_sync_freq != -1
+                and self.max_staleness.total_seconds() <= self.keycloak_sync_freq):
             raise ValueError("APIKM_MAX_STALENESS must be longer than APIKM_KEYCLOAK_SYNC_FREQ "
                              "(every full pass confirms each owner once)")
         return self

@@ -79,8 +79,10 @@ class AdminCredentials:
 
 class KeycloakAdmin:
     def __init__(self, credentials: AdminCredentials, http: httpx.AsyncClient | None = None,
-                 timeout: float = 10.0, max_connections: int = 8) -> None:
+                 timeout: float = 10.0, max_connections: int = 8,
+                 attributes: Sequence[str] = ()) -> None:
         self._creds = credentials
+        self._attributes = tuple(attributes)  # user attributes to keep (APIKM_OAUTH2_ATTRIBUTES)
         # Its own small pool unless given one: httpcore checks every pooled connection on
         # each request, so a pool no larger than the sync's concurrency is markedly faster.
         self._owns_http = http is None
@@ -178,7 +180,8 @@ class KeycloakAdmin:
         by_client = {client_id: found or []
                      for client_id, found in zip(client_ids, client_roles, strict=True)}
         try:
-            return user_from_answers(user_id, rep, realm_roles, groups, by_client)
+            return user_from_answers(user_id, rep, realm_roles, groups, by_client,
+                                     self._attributes)
         except MalformedAnswer as exc:
             raise KeycloakBadAnswer(str(exc)) from None
 

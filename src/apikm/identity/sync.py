@@ -88,7 +88,7 @@ class LeaseHeld(Exception):
 
 @dataclass(frozen=True)
 class SyncConfig:
-    full_pass_every: float = 300.0
+    full_pass_every: float | None = 300.0  # None: no periodic pass (APIKM_KEYCLOAK_SYNC_FREQ=-1)
     event_interval: float = 1.0
     concurrency: int = 8
     grace: timedelta = timedelta(hours=24)
@@ -388,7 +388,7 @@ class SyncWorker:
     # --- full pass -----------------------------------------------------------------------
     async def _full_pass_loop(self) -> None:
         backoff = Backoff()
-        delay = 0.0
+        delay: float | None = 0.0
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._full_pass_wanted.wait(), timeout=delay)
@@ -580,9 +580,10 @@ def worker_from_settings(settings: Settings, engine: AsyncEngine,
         base_url=settings.effective_keycloak_admin_url, realm=settings.keycloak_realm,
         client_id=settings.oidc_client_id,
         client_secret=settings.oidc_client_secret.get_secret_value()),
-        max_connections=settings.sync_concurrency)
+        max_connections=settings.sync_concurrency, attributes=settings.oauth2_attributes)
     config = SyncConfig(
-        full_pass_every=float(settings.keycloak_sync_freq),
+        full_pass_every=float(settings.keycloak_sync_freq)
+        if settings.keycloak_sync_freq > 0 else None,
         event_interval=settings.sync_event_interval,
         concurrency=settings.sync_concurrency,
         grace=settings.revoke_disabled_after,

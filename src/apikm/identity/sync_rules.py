@@ -169,6 +169,8 @@ class KeycloakUser:
     enabled: bool
     roles: frozenset[str]  # "role" (realm) and "client_id:role" (client), composites resolved
     groups: tuple[str, ...]  # full paths, sorted
+    # The attributes named in APIKM_OAUTH2_ATTRIBUTES that the user has: name -> values.
+    attributes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -227,8 +229,8 @@ def names_in(rows: object, field: str, what: str) -> list[str]:
 
 
 def user_from_answers(user_id: str, rep: object, realm_roles: Iterable[str],
-                      groups: Iterable[str], client_roles: Mapping[str, Iterable[str]]
-                      ) -> KeycloakUser:
+                      groups: Iterable[str], client_roles: Mapping[str, Iterable[str]],
+                      attribute_names: Sequence[str] = ()) -> KeycloakUser:
     """The user from the admin API's answers (``UserRepresentation``, role and group names).
 
     ``enabled`` is required, never assumed: a missing flag read as "disabled" would suspend
@@ -246,7 +248,25 @@ def user_from_answers(user_id: str, rep: object, realm_roles: Iterable[str],
     return KeycloakUser(
         id=user_id, username=username if isinstance(username, str) and username else user_id,
         email=email if isinstance(email, str) and email else None, enabled=enabled,
-        roles=frozenset(roles), groups=tuple(sorted(groups)))
+        roles=frozenset(roles), groups=tuple(sorted(groups)),
+        attributes=wanted_attributes(rep.get("attributes"), attribute_names))
+
+
+def wanted_attributes(found: object, names: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """The named attributes of a UserRepresentation's ``attributes`` (name -> list of
+    strings); anything else Keycloak keeps about the user is not stored."""
+    if not names or not isinstance(found, dict):
+        return {}
+    kept: dict[str, tuple[str, ...]] = {}
+    for name in names:
+        values = found.get(name)
+        if isinstance(values, str):
+            values = [values]
+        if isinstance(values, list):
+            texts = tuple(v for v in values if isinstance(v, str))
+            if texts:
+                kept[name] = texts
+    return kept
 
 
 def _ids(keys: Iterable[LiveKey]) -> tuple[str, ...]:

@@ -93,6 +93,7 @@ class OwnerSnapshot:
     username: str | None
     email: str | None
     synced_at: datetime | None
+    attributes: dict[str, list[str]] = field(default_factory=dict)
 
     def confirmed_by(self, observed: KeycloakUser | None) -> bool:
         """Keycloak shows just what is stored and no key needs a change: only the owner's
@@ -100,14 +101,16 @@ class OwnerSnapshot:
         return (observed is not None and observed.enabled and self.enabled is True
                 and "suspended" not in self.key_statuses and observed.roles == self.roles
                 and observed.groups == self.groups and observed.username == self.username
-                and observed.email == self.email)
+                and observed.email == self.email
+                and stored_attributes(observed) == self.attributes)
 
 
 async def full_pass_snapshot(engine: AsyncEngine) -> dict[str, OwnerSnapshot]:
     """Every owner of a live key with what is stored about them, in one query."""
     query = (sa.select(api_keys.c.owner_id, api_keys.c.roles, api_keys.c.status,
                        owners.c.enabled, owners.c.roles.label("owner_roles"), owners.c.groups,
-                       owners.c.username, owners.c.email, owners.c.synced_at)
+                       owners.c.username, owners.c.email, owners.c.synced_at,
+                       owners.c.attributes)
              .select_from(api_keys.outerjoin(owners, owners.c.user_id == api_keys.c.owner_id))
              .where(_live(utcnow())).order_by(api_keys.c.owner_id))
     granted: dict[str, set[str]] = {}
@@ -122,7 +125,8 @@ async def full_pass_snapshot(engine: AsyncEngine) -> dict[str, OwnerSnapshot]:
         granted=frozenset(granted[owner_id]), key_statuses=frozenset(statuses[owner_id]),
         enabled=row.enabled, roles=frozenset(row.owner_roles or ()),
         groups=tuple(row.groups or ()), username=row.username, email=row.email,
-        synced_at=row.synced_at) for owner_id, row in stored.items()}
+        synced_at=row.synced_at, attributes=dict(row.attributes or {}))
+        for owner_id, row in stored.items()}
 
 
 async def confirm_owners(engine: AsyncEngine,
@@ -260,6 +264,7 @@ async def _write_owner(conn: AsyncConnection, owner: Any, user_id: str,
         "source": "sync",
         "roles": sorted(observed.roles) if observed else [],
         "groups": list(observed.groups) if observed else [],
+        "attributes": stored_attributes(observed) if observed else {},
     }
     if observed is not None:
         values.update(username=observed.username, email=observed.email)
@@ -268,8 +273,13 @@ async def _write_owner(conn: AsyncConnection, owner: Any, user_id: str,
         await conn.execute(sa.insert(owners).values(user_id=user_id, **values))
         return True
     await conn.execute(sa.update(owners).where(owners.c.user_id == user_id).values(**values))
-    watched = ("enabled", "roles", "groups", "username", "email")
+    watched = ("enabled", "roles", "groups", "username", "email", "attributes")
     return any(k in values and _normal(getattr(owner, k)) != _normal(values[k]) for k in watched)
+
+
+def stored_attributes(user: KeycloakUser) -> dict[str, list[str]]:
+    """Attributes as the owners table keeps them (JSON: name -> list of values)."""
+    return {name: list(values) for name, values in user.attributes.items()}
 
 
 def _normal(value: Any) -> Any:

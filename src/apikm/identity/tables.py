@@ -20,6 +20,8 @@ owners = sa.Table(
     sa.Column("synced_at", UTCDateTime(), nullable=False),
     sa.Column("source", sa.String(16), nullable=False),  # token | sync
     sa.Column("disabled_at", UTCDateTime()),
+    # Keycloak user attributes named in APIKM_OAUTH2_ATTRIBUTES (name -> values), synced.
+    sa.Column("attributes", JSONType, nullable=False, server_default=sa.text("'{}'")),
 )
 
 # The sync's own state (issue 3). One row per name, so several replicas share it.

@@ -73,6 +73,11 @@ class KeyPolicy:
     max_keys_per_user: int
     max_meta_bytes: int
     max_rotation_overlap: timedelta
+    allow_all_roles: bool = True  # APIKM_ALLOW_ALL_ROLES_KEYS
+
+
+ALL_ROLES_OFF = ("keys with all of your roles are turned off here (APIKM_ALLOW_ALL_ROLES_KEYS); "
+                 "choose the roles the key needs")
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,7 @@ class NewKey:
     allowed_networks: Sequence[str] = ()
     meta: dict[str, Any] = field(default_factory=dict)
     rate_limit: str | None = None
+    all_roles: bool = False  # carry all of the owner's current roles, following Keycloak
 
 
 @dataclass(frozen=True)
@@ -119,12 +125,21 @@ class KeyService:
     # --- create --------------------------------------------------------------------------
     async def create(self, owner: Principal, new: NewKey) -> CreatedKey:
         now = utcnow()
-        roles = policy.normalize_roles(new.roles)
-        refused = policy.refused_roles(roles, owner.roles)
-        if refused:
-            raise RolesRefused(
-                "you can only grant roles you hold", field="roles", details={"refused": refused}
-            )
+        if new.all_roles:
+            if not self._rules.allow_all_roles:
+                raise policy.PolicyError(ALL_ROLES_OFF, field="all_roles")
+            if new.roles:
+                raise policy.PolicyError("give either roles or all_roles, not both",
+                                         field="roles")
+            # Kept for display and so the sync reads these clients' roles; the key's rights
+            # are the owner's roles at every check.
+            roles = sorted(owner.roles)
+        else:
+            roles = policy.normalize_roles(new.roles)
+            refused = policy.refused_roles(roles, owner.roles)
+            if refused:
+                raise RolesRefused("you can only grant roles you hold", field="roles",
+                                   details={"refused": refused})
         key_id = str(uuid.uuid4())
         values: dict[str, Any] = {
             "id": key_id,
@@ -141,13 +156,16 @@ class KeyService:
             "created_by": owner.user_id,
             "updated_at": now,
             "use_count": 0,
+            "all_roles": new.all_roles,
         }
         async with write_transaction(self._engine) as conn:
             await _serialise_creates(conn, owner.user_id)
             await self._check_quota(conn, owner.user_id, now)
             secret = await self._insert_with_fresh_secret(conn, values)
-            await _audit(conn, "create", Actor.of(owner), key_id, owner.user_id,
-                         {"name": values["name"], "roles": roles})
+            details: dict[str, Any] = {"name": values["name"], "roles": roles}
+            if new.all_roles:
+                details["all_roles"] = True
+            await _audit(conn, "create", Actor.of(owner), key_id, owner.user_id, details)
             row = await self._fetch(conn, key_id, owner.user_id)
         return CreatedKey(self.present(row, now), secret)
 
@@ -242,6 +260,10 @@ class KeyService:
             values["name"] = policy.check_name(changes.name)
         if changes.description is not None:
             values["description"] = policy.check_description(changes.description)
+        if changes.roles is not None and row.all_roles:
+            raise policy.PolicyError("this key carries all of its owner's roles and follows "
+                                     "them; create a key with chosen roles instead",
+                                     field="roles")
         if changes.roles is not None:
             roles = policy.normalize_roles(changes.roles)
             added = policy.refused_roles(roles, row.roles)
@@ -292,6 +314,33 @@ class KeyService:
             row = await self._fetch(conn, key_id, owner_id)
         self._on_change(Kind.KEY, key_id)
         return CreatedKey(self.present(row, now), key.full)
+
+    async def renew(self, key_id: str, owner_id: str | None, expires_at: datetime | None,
+                    actor: Actor) -> dict[str, Any]:
+        """A new expiry for a key that is not revoked (APIKeyManager's ``renew``): the
+        policy's default from now, or ``expires_at`` within the maximum lifetime from now.
+        A revoked key stays revoked."""
+        now = utcnow()
+        expiry = policy.resolve_expiry(expires_at, now, self._rules.lifetime)
+        async with write_transaction(self._engine) as conn:
+            row = await self._fetch(conn, key_id, owner_id, for_update=True)
+            if row.status == "revoked":
+                raise policy.PolicyError("a revoked key cannot be renewed; create a new key",
+                                         field="api-key")
+            changed = await conn.execute(
+                sa.update(api_keys).where(api_keys.c.id == key_id,
+                                          api_keys.c.status != "revoked")
+                .values(expires_at=expiry, updated_at=now))
+            if changed.rowcount != 1:
+                raise policy.PolicyError("a revoked key cannot be renewed; create a new key",
+                                         field="api-key")
+            await _audit(conn, "renew", actor, key_id, row.owner_id,
+                         {"expires_at": expiry.isoformat(),
+                          "previous_expires_at": row.expires_at.isoformat()})
+            await emit(conn, Kind.KEY, key_id)
+            row = await self._fetch(conn, key_id, owner_id)
+        self._on_change(Kind.KEY, key_id)
+        return self.present(row, now)
 
     async def revoke(self, key_id: str, owner_id: str | None, actor: Actor,
                      reason: str | None = None) -> dict[str, Any]:
@@ -356,6 +405,8 @@ class KeyService:
             "last_used_at": row.last_used_at,
             "last_used_ip": row.last_used_ip,
             "use_count": row.use_count,
+            "all_roles": bool(row.all_roles),
+            "imported_from": row.imported_from,
         }
 
 

@@ -39,6 +39,11 @@ api_keys = sa.Table(
     sa.Column("last_used_at", UTCDateTime()),
     sa.Column("last_used_ip", sa.String(45)),
     sa.Column("use_count", sa.BigInteger(), nullable=False, server_default="0"),
+    # Opt-in: the key carries all of its owner's current roles (``roles`` keeps the roles
+    # held at creation, for display and for which clients the sync reads).
+    sa.Column("all_roles", sa.Boolean(), nullable=False, server_default=sa.false()),
+    # "apikeymanager" for keys imported from CS Group's APIKeyManager (apikm.compat).
+    sa.Column("imported_from", sa.String(32)),
 )
 
 key_usage_daily = sa.Table(

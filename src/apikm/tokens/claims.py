@@ -66,4 +66,6 @@ def access_token_claims(
     }
     if record.email:
         claims["email"] = record.email
+    if record.owner_attributes:  # APIKM_OAUTH2_ATTRIBUTES, as synced from Keycloak
+        claims["attributes"] = record.owner_attributes
     return claims

@@ -47,6 +47,7 @@ def introspection_body(result: Verification, issuer: str) -> dict[str, Any]:
         "resource_access": {client: {"roles": roles} for client, roles in client_roles.items()},
         "groups": list(record.owner_groups),
         "meta": record.meta,
+        "attributes": record.owner_attributes,
     }
     if record.email:
         body["email"] = record.email

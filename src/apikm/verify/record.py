@@ -35,6 +35,11 @@ class KeyRecord:
     owner_roles: frozenset[str]
     owner_groups: tuple[str, ...]
     owner_synced_at: datetime
+    # Opt-in: the key carries all of its owner's current roles, not granted ∩ owner's.
+    all_roles: bool = False
+    # The owner's Keycloak attributes named in APIKM_OAUTH2_ATTRIBUTES (apikm.compat).
+    owner_attributes: dict[str, Any] = field(default_factory=dict)
+    imported_from: str | None = None
     # Derived once: epoch seconds for the per-request comparisons, effective roles.
     expires_ts: float = field(init=False, repr=False)
     previous_expires_ts: float = field(init=False, repr=False)
@@ -50,8 +55,10 @@ class KeyRecord:
         object.__setattr__(self, "previous_expires_ts",
                            previous.timestamp() if previous else 0.0)
         object.__setattr__(self, "synced_ts", self.owner_synced_at.timestamp())
-        # Granted ∩ what the owner holds now: a key never carries more than its owner.
-        object.__setattr__(self, "effective_roles", self.granted_roles & self.owner_roles)
+        # Granted ∩ what the owner holds now: a key never carries more than its owner. An
+        # all-roles key carries exactly what the owner holds now.
+        object.__setattr__(self, "effective_roles", self.owner_roles if self.all_roles
+                           else self.granted_roles & self.owner_roles)
         object.__setattr__(self, "memo", {})
 
 
@@ -77,4 +84,22 @@ def record_from_row(row: Any) -> KeyRecord:
         owner_roles=frozenset(row.owner_roles),
         owner_groups=tuple(row.groups),
         owner_synced_at=row.synced_at,
+        all_roles=bool(row.all_roles),
+        owner_attributes=attribute_values(row.attributes),
+        imported_from=row.imported_from,
     )
+
+
+def attribute_values(stored: Any) -> dict[str, Any]:
+    """Keycloak keeps every attribute as a list of strings; answers give a single value as
+    a string and several as a list (as Keycloak's own token mappers do)."""
+    if not isinstance(stored, dict):
+        return {}
+    values: dict[str, Any] = {}
+    for name, value in stored.items():
+        if isinstance(value, list):
+            texts = [str(v) for v in value]
+            values[str(name)] = texts[0] if len(texts) == 1 else texts
+        elif value is not None:
+            values[str(name)] = str(value)
+    return values

@@ -29,7 +29,8 @@ _LOOKUP_COLUMNS = [
     api_keys.c.rate_limit, api_keys.c.secret_hash, api_keys.c.previous_secret_hash,
     api_keys.c.previous_secret_expires_at, api_keys.c.revoked_reason, api_keys.c.owner_id,
     owners.c.username, owners.c.email, owners.c.enabled, owners.c.roles.label("owner_roles"),
-    owners.c.groups, owners.c.synced_at,
+    owners.c.groups, owners.c.synced_at, api_keys.c.all_roles, api_keys.c.imported_from,
+    owners.c.attributes,
 ]
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from apikm.compat.legacy_keys import LEGACY_PEPPER_ID, is_legacy_key, legacy_digest
 from apikm.keys.format import is_well_formed
 from apikm.keys.hashing import PepperRing
 from apikm.verify.codes import COUNTED_FAILURES, MESSAGES, Code
@@ -62,6 +63,7 @@ def identity_json(record: KeyRecord) -> dict[str, Any]:
         "roles": sorted(record.effective_roles),
         "groups": list(record.owner_groups),
         "meta": record.meta,
+        "attributes": record.owner_attributes,
         "expires_at": record.expires_at.isoformat(),
     }
 
@@ -87,6 +89,8 @@ class Verifier:
         self.limiter = limiter
         self.usage = usage
         self._max_staleness = max_staleness.total_seconds() if max_staleness else None
+        # True while keys imported from APIKeyManager exist (uuid4 keys, apikm.compat).
+        self.legacy_keys = False
 
     async def verify(
         self,
@@ -107,12 +111,15 @@ class Verifier:
         retry = self.limiter.retry_after(group)
         if retry is not None:
             return Verification(Code.RATE_LIMITED, retry_after=retry)
+        legacy = False
         if not is_well_formed(key, self.prefix):
-            # Only what looks like one of our keys counts as a guess: a Keycloak token sent
-            # to the wrong place must not lock its sender's address out.
-            if key.startswith(self._key_start):
-                await self.limiter.record_failure(group)
-            return _MALFORMED
+            legacy = self.legacy_keys and is_legacy_key(key)
+            if not legacy:
+                # Only what looks like one of our keys counts as a guess: a Keycloak token
+                # sent to the wrong place must not lock its sender's address out.
+                if key.startswith(self._key_start):
+                    await self.limiter.record_failure(group)
+                return _MALFORMED
         current_hash = self.peppers.digest(key)
         record = self.store.cached(current_hash)
         presented_hash = current_hash
@@ -120,7 +127,7 @@ class Verifier:
         if from_cache:
             STATS.lookups["cache"] += 1
         else:
-            found = await self.store.find(self.peppers.candidates(key))
+            found = await self.store.find(self._candidates(key, legacy))
             if found is None:
                 await self.limiter.record_failure(group)
                 return _NOT_FOUND
@@ -132,7 +139,7 @@ class Verifier:
         if decision.code is Code.STALE and from_cache:
             # A cached record's confirmation time may lag the database: read it again.
             self.store.forget_key(record.id)
-            found = await self.store.find(self.peppers.candidates(key))
+            found = await self.store.find(self._candidates(key, legacy))
             if found is None:
                 return _NOT_FOUND
             presented_hash, record = found
@@ -150,7 +157,14 @@ class Verifier:
                                 retry_after=retry)
         self.usage.record(record.id, now, client_ip)
         if presented_hash == record.secret_hash != current_hash:
-            # Hashed with a retired pepper: move it to the current one while we hold the
-            # key, so the old pepper can be removed once no key uses it.
+            # Hashed with a retired pepper, or imported as an unsalted SHA-256: move it to
+            # the current pepper while we hold the key, so the old hash can go.
             self.usage.rehash(record.id, presented_hash, current_hash, self.peppers.current_id)
         return Verification(Code.VALID, record)
+
+    def _candidates(self, key: str, legacy: bool) -> dict[str, str]:
+        """hash -> pepper id of every form the key may be stored in."""
+        candidates = self.peppers.candidates(key)
+        if legacy:
+            candidates[legacy_digest(key)] = LEGACY_PEPPER_ID
+        return candidates

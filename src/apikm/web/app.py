@@ -12,8 +12,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from apikm import __version__
+from apikm.compat import routes as compat_routes
 from apikm.config import Settings, get_settings
 from apikm.identity.sync import start_or_explain
 from apikm.logs import configure_logging
@@ -71,8 +73,14 @@ def create_app(settings: Settings | None = None) -> Gateway:
     oauth.add_routes(app, settings)
     app.include_router(keys.router)
     app.include_router(admin.router)
+    if settings.compat_api:  # APIKeyManager's /auth/... and /health/status
+        compat_routes.install(app, settings)
     ui.install(app, settings)  # the web UI under / (templates, static, sign-in)
     add_verify_to_openapi(app)
+    if settings.cors_origins_regex:  # APIKM_CORS_ORIGINS_REGEX (bearer tokens, no cookies)
+        app.add_middleware(CORSMiddleware, allow_origin_regex=settings.cors_origins_regex,
+                           allow_methods=["GET", "POST", "PATCH", "DELETE"],
+                           allow_headers=["authorization", "content-type", "x-api-key"])
     app.add_middleware(LimitBodySize, max_bytes=settings.max_body_bytes)
     if settings.access_log:
         app.add_middleware(AccessLog)

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from apikm.cluster.bus import EventBus, postgres_channel, redis_channel
 from apikm.cluster.events import Event, Kind
+from apikm.compat.legacy_keys import imported_keys_exist, on_import_event
 from apikm.config import ConfigError, Settings
 from apikm.db import create_engine
 from apikm.identity.sync import SyncWorker, worker_from_settings
@@ -42,6 +43,7 @@ class AppContext:
 
     async def start(self) -> None:
         await self.verifier.limiter.check_storage()
+        self.verifier.legacy_keys = await imported_keys_exist(self.engine)
         await self.bus.start()
         self.usage.start()
 
@@ -105,6 +107,18 @@ def build_limiter(settings: Settings, bus: EventBus, engine: AsyncEngine) -> Lim
     return limiter
 
 
+def key_policy(settings: Settings) -> KeyPolicy:
+    return KeyPolicy(
+        prefix=settings.key_prefix,
+        lifetime=LifetimePolicy(default=timedelta(hours=settings.default_apikey_ttl_hour),
+                                maximum=timedelta(hours=settings.max_apikey_ttl_hour)),
+        max_keys_per_user=settings.max_keys_per_user,
+        max_meta_bytes=settings.max_meta_bytes,
+        max_rotation_overlap=timedelta(hours=settings.max_rotation_overlap_hour),
+        allow_all_roles=settings.allow_all_roles_keys,
+    )
+
+
 def build_context(settings: Settings) -> AppContext:
     engine = create_engine(settings.effective_database_url)
     http = httpx.AsyncClient(headers={"User-Agent": "apikm"})
@@ -114,14 +128,11 @@ def build_context(settings: Settings) -> AppContext:
     bus.subscribe(store.on_event)
     bus.on_health(store.on_health)
     usage = UsageRecorder(engine, settings.usage_flush_seconds)
-    rules = KeyPolicy(
-        prefix=settings.key_prefix,
-        lifetime=LifetimePolicy(default=timedelta(hours=settings.default_apikey_ttl_hour),
-                                maximum=timedelta(hours=settings.max_apikey_ttl_hour)),
-        max_keys_per_user=settings.max_keys_per_user,
-        max_meta_bytes=settings.max_meta_bytes,
-        max_rotation_overlap=timedelta(hours=settings.max_rotation_overlap_hour),
-    )
+    rules = key_policy(settings)
+    verifier = Verifier(settings.key_prefix, peppers, store,
+                        build_limiter(settings, bus, engine), usage,
+                        max_staleness=settings.max_staleness)
+    bus.subscribe(on_import_event(verifier))  # an import elsewhere: imported keys exist now
     return AppContext(
         settings=settings,
         engine=engine,
@@ -129,8 +140,7 @@ def build_context(settings: Settings) -> AppContext:
         tokens=TokenValidator(settings.issuer, settings.oidc_audience, http,
                               settings.token_leeway_seconds),
         keys=KeyService(engine, rules, peppers, on_change=bus.applied),
-        verifier=Verifier(settings.key_prefix, peppers, store, build_limiter(settings, bus, engine),
-                          usage, max_staleness=settings.max_staleness),
+        verifier=verifier,
         usage=usage,
         addresses=ClientAddressResolver(settings.trusted_proxies,
                                         settings.client_ip_header),

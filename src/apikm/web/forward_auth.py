@@ -92,6 +92,7 @@ class ForwardAuthRules:
         self._query_param = settings.auth_query_param
         self._key_start = settings.key_prefix + "_"
         self.always_jwt = settings.auth_upstream_jwt
+        self._attribute_headers = settings.auth_attribute_headers
         realm = settings.auth_realm.replace('"', "")
         self._bearer = f'Bearer realm="{realm}"'
         self._basic = f'Basic realm="{realm}", charset="UTF-8"'
@@ -139,8 +140,7 @@ class ForwardAuthRules:
         return any(name == "jwt" and value.lower() in TRUE_WORDS for name, value in query)
 
     # --- answers ------------------------------------------------------------------------
-    @staticmethod
-    def identity_headers(record: KeyRecord) -> Headers:
+    def identity_headers(self, record: KeyRecord) -> Headers:
         """The 200 answer's headers, built once per cached record."""
         cached: Headers | None = record.memo.get("auth_headers")
         if cached is None:
@@ -154,6 +154,8 @@ class ForwardAuthRules:
                 (b"x-auth-key-id", record.id.encode()),
                 NO_STORE,
             ]
+            if self._attribute_headers:  # X-Auth-Attr-<name>: values comma-separated
+                cached[-1:-1] = attribute_headers(record.owner_attributes)
         return cached
 
     def refusal(self, result: Verification) -> tuple[int, Headers, bytes]:
@@ -207,6 +209,17 @@ class ForwardAuthRules:
         if code is Code.RATE_LIMITED:
             return 429
         return 403 if code in FORBIDDEN else 401
+
+
+def attribute_headers(attributes: dict[str, object]) -> Headers:
+    """``X-Auth-Attr-<name>`` per attribute (names are checked header tokens); several
+    values are joined with commas, each percent-encoded like the other identity headers."""
+    headers: Headers = []
+    for name, value in sorted(attributes.items()):
+        values = value if isinstance(value, list) else [value]
+        joined = ",".join(header_value(str(v)).replace(",", "%2C") for v in values)
+        headers.append((f"x-auth-attr-{name.lower()}".encode("latin-1"), joined.encode()))
+    return headers
 
 
 _MESSAGES = {

@@ -7,6 +7,11 @@ The whole path is::
 
     Gateway.__call__ -> auth()/verify() -> Verifier.verify() -> send()
 
+APIKeyManager's ``GET /auth/check_key`` (rs-server's hot path) is answered here too, after
+the two routes above, and ``/k/<key>/<route>`` is unwrapped into ``/<route>`` with the key in
+``x-api-key`` (``apikm.compat.check_key``; ``APIKM_COMPAT_API``). ``APIKM_ROOT_PATH`` sets
+the ASGI ``root_path``: requests are taken with or without that prefix.
+
 What forward auth decides (where the key is, roles, answer headers) is in
 ``forward_auth.py``; the verification itself in ``apikm.verify``. Requests are logged off
 the event loop by ``GatewayLog`` (denials by default: the gateway logs every request).
@@ -21,6 +26,7 @@ import structlog
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from apikm.compat.check_key import CHECK_KEY_PATH, KEY_PATH_PREFIX, check_key, key_in_path
 from apikm.config import Settings
 from apikm.tokens.exchange import OAuthError
 from apikm.tokens.upstream import UpstreamTokens
@@ -54,17 +60,47 @@ class Gateway:
         self.rules = ForwardAuthRules(settings)
         self.log = GatewayLog(settings.gateway_access_log)
         self._max_body = settings.max_body_bytes
+        self._root_path = settings.root_path
+        self._compat = settings.compat_api
+        self._check_key_app: ASGIApp = self.check_key
+        if settings.cors_origins_regex:  # as APIKeyManager's CORS applied to check_key too
+            from starlette.middleware.cors import CORSMiddleware
+
+            self._check_key_app = CORSMiddleware(
+                self.check_key, allow_origin_regex=settings.cors_origins_regex,
+                allow_methods=["GET"], allow_headers=["x-api-key"])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path = scope["path"]
+            if self._root_path:
+                scope, path = _rooted(scope, path, self._root_path)
             if path == AUTH_PATH or path.startswith("/v1/auth/"):  # Envoy appends the path
                 await self.auth(scope, send)
                 return
             if path == VERIFY_PATH:
                 await self.verify(scope, receive, send)
                 return
+            if self._compat:
+                if path.startswith(KEY_PATH_PREFIX):
+                    unwrapped = key_in_path(scope, path)
+                    if unwrapped is not None:
+                        scope, path = unwrapped
+                        if path == AUTH_PATH or path.startswith("/v1/auth/"):
+                            await self.auth(scope, send)
+                            return
+                if path == CHECK_KEY_PATH:
+                    await self._check_key_app(scope, receive, send)
+                    return
         await self.app(scope, receive, send)
+
+    # --- GET /auth/check_key (APIKeyManager) ---------------------------------------------
+    async def check_key(self, scope: Scope, _receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        assert self.ctx is not None
+        status, headers, body, code = await check_key(self.ctx, scope)
+        await _send(send, status, headers, body)
+        self.log.record(scope, status, code, started)
 
     # --- ANY /v1/auth --------------------------------------------------------------------
     async def auth(self, scope: Scope, send: Send) -> None:
@@ -148,6 +184,15 @@ class Gateway:
         if result.code is Code.RATE_LIMITED and result.retry_after:
             headers.append((b"retry-after", str(result.retry_after).encode()))
         return 200, headers, verification_body(result), result.code.value
+
+
+def _rooted(scope: Scope, path: str, root: str) -> tuple[Scope, str]:
+    """The request with ``root_path`` set, and the path to route on: requests come with the
+    prefix (a proxy that passes it) or without (one that strips it)."""
+    scope = {**scope, "root_path": root}
+    if path == root or path.startswith(root + "/"):
+        return scope, path[len(root):] or "/"
+    return scope, path
 
 
 def verification_body(result: Verification) -> bytes:

@@ -280,3 +280,14 @@ def test_user_answers_without_id_or_enabled_flag_are_malformed(rep: object) -> N
     """A missing flag must not read as "disabled": that would suspend, then revoke, keys."""
     with pytest.raises(MalformedAnswer):
         user_from_answers("u1", rep, [], [], {})
+
+
+def test_only_the_named_attributes_are_kept() -> None:
+    from apikm.identity.sync_rules import wanted_attributes
+
+    found = {"project": ["s2"], "site": ["a", "b"], "secret": ["x"], "odd": [1, "y"],
+             "plain": "v"}
+    assert wanted_attributes(found, ("project", "site", "odd", "plain", "absent")) == {
+        "project": ("s2",), "site": ("a", "b"), "odd": ("y",), "plain": ("v",)}
+    assert wanted_attributes(found, ()) == {}
+    assert wanted_attributes(None, ("project",)) == {}

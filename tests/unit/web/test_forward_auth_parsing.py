@@ -69,3 +69,10 @@ def test_key_in_the_original_url_of_each_proxy() -> None:
         headers = {header: f"https://data.example.org/dem.tif?x=1&apikey={key}".encode()}
         assert rules.find_key(headers, ()) == key, header
     assert rules.find_key({b"x-unrelated-uri": f"/?apikey={key}".encode()}, ()) is None
+
+
+def test_attribute_headers_one_per_attribute_values_joined() -> None:
+    from apikm.web.forward_auth import attribute_headers
+
+    assert attribute_headers({"site": ["a,b", "c"], "Project": "s2 é"}) == [
+        (b"x-auth-attr-project", b"s2 %C3%A9"), (b"x-auth-attr-site", b"a%2Cb,c")]

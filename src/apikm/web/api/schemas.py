@@ -38,11 +38,14 @@ class KeyCreate(BaseModel):
     allowed_networks: list[Network] = Field(default_factory=list, max_length=100)
     meta: dict[str, Any] = Field(default_factory=dict)
     rate_limit: RateLimit | None = None
+    all_roles: bool = Field(False, description="carry all of your current roles and follow "
+                            "them in Keycloak (then give no roles); an operator may turn this "
+                            "off")
 
     def to_domain(self) -> NewKey:
         return NewKey(name=self.name, description=self.description, roles=self.roles,
                       expires_at=self.expires_at, allowed_networks=self.allowed_networks,
-                      meta=self.meta, rate_limit=self.rate_limit)
+                      meta=self.meta, rate_limit=self.rate_limit, all_roles=self.all_roles)
 
 
 class KeyUpdate(BaseModel):
@@ -92,6 +95,9 @@ class KeyOut(BaseModel):
     last_used_at: datetime | None
     last_used_ip: str | None
     use_count: int
+    all_roles: bool = Field(False, description="the key carries all of its owner's current "
+                            "roles (roles: those held at creation)")
+    imported_from: str | None = Field(None, description="'apikeymanager' for imported keys")
 
 
 class KeyWithSecret(KeyOut):

@@ -29,7 +29,8 @@ from apikm.keys.service import NewKey
 PRESET_DAYS = (7, 30, 90)
 # Service field names -> form field names, for errors raised by KeyService.
 FIELD_OF = {"expires_at": "expiry", "allowed_networks": "networks", "meta": "meta",
-            "roles": "roles", "name": "name", "description": "description"}
+            "roles": "roles", "name": "name", "description": "description",
+            "all_roles": "roles"}
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ def parse_new_key(form: FormData, settings: Settings, now: datetime) -> NewKeyFo
         "expiry": _text(form, "expiry") or "default",
         "expiry_date": _text(form, "expiry_date"),
         "roles": [r for r in form.getlist("roles") if isinstance(r, str)],
+        "all_roles": _text(form, "all_roles") == "on",
         "networks": _text(form, "networks"),
         "meta": _text(form, "meta"),
     }
@@ -93,10 +95,13 @@ def parse_new_key(form: FormData, settings: Settings, now: datetime) -> NewKeyFo
     expires_at = _expiry(values, settings, now, errors)
     networks = _networks(values["networks"], errors)
     meta = _meta(values["meta"], settings.max_meta_bytes, errors)
+    if values["all_roles"] and values["roles"]:
+        errors["roles"] = ("Either tick \"All my roles\" or pick roles, not both.")
     if not errors:
         result.new_key = NewKey(name=values["name"], description=values["description"],
                                 roles=values["roles"], expires_at=expires_at,
-                                allowed_networks=networks, meta=meta)
+                                allowed_networks=networks, meta=meta,
+                                all_roles=values["all_roles"])
     return result
 
 

@@ -86,13 +86,14 @@ async def _create_form(request: Request, user: UiUser, ctx: AppContext, ui: Any,
     groups = await ui.roles.groups(ctx.http, user.principal, user.access_token)
     choices = expiry_choices(ctx.settings, utcnow().date())
     return render(request, "key_new.html", user, status, groups=groups, choices=choices,
-                  values=values, errors=errors, max_name=MAX_NAME)
+                  values=values, errors=errors, max_name=MAX_NAME,
+                  allow_all_roles=ctx.settings.allow_all_roles_keys)
 
 
 @router.get("/keys/new")
 async def new_key_form(request: Request, user: FreshUser, ctx: Ctx, ui: Ui) -> Response:
     values = {"expiry": "default", "roles": [], "name": "", "description": "",
-              "networks": "", "meta": "", "expiry_date": ""}
+              "networks": "", "meta": "", "expiry_date": "", "all_roles": False}
     return await _create_form(request, user, ctx, ui, values, {})
 
 

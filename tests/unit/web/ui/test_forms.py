@@ -91,3 +91,12 @@ def test_name_and_description_follow_the_api_rules() -> None:
     assert described.new_key is not None
     escaped = parse_new_key(form(name="k", description="\x1b[31mred"), settings(), NOW)
     assert "control characters" in escaped.errors["description"]
+
+
+def test_all_my_roles_is_its_own_choice() -> None:
+    parsed = parse_new_key(form(name="k", all_roles="on"), settings(), NOW)
+    assert parsed.new_key is not None
+    assert parsed.new_key.all_roles is True and list(parsed.new_key.roles) == []
+    both = parse_new_key(form(name="k", all_roles="on", roles=["a"]), settings(), NOW)
+    assert both.new_key is None
+    assert "not both" in both.errors["roles"]
