@@ -1,7 +1,7 @@
 """The web UI's show-once hand-off (POST -> redirect -> GET; issue 14).
 
 Revision ID: 0007
-Revises: 0005 (0006 on branches that have it: the merge re-chains this one after it)
+Revises: 0006
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from alembic import op
 from apikm.db import UTCDateTime
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
