@@ -53,6 +53,7 @@ def serve(
         help="worker processes (APIKM_WORKERS); each is a replica: caches and limits stay "
              "in step through the database (and Redis)")] = None,
     server: Annotated[str, typer.Option(
+        envvar="APIKM_SERVER",
         help="HTTP server: granian (default, measured fastest for apikm) or uvicorn")
     ] = "granian",
 ) -> None:

@@ -71,7 +71,8 @@ async def test_a_lost_listen_connection_is_reported_and_changes_still_arrive(
         async with engine.begin() as conn:  # what a failover or an idle timeout does
             ended = await conn.scalar(sa.text(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE application_name = :name"), {"name": bus_module.LISTEN_NAME})
+                "WHERE application_name = :name AND datname = current_database()"),
+                {"name": bus_module.LISTEN_NAME})
         assert ended == 1
         await until(lambda: bus.status()["channels"]["postgresql"] == "down", 2)
         assert metric("apikm_cluster_wakeup_channel_up", channel="postgresql") == 0
