@@ -35,6 +35,16 @@ def vegeta() -> str:
     return str(BIN / "vegeta")
 
 
+# A fixed pool of kept-alive connections, as a gateway keeps to apikm (nginx: keepalive 32).
+# vegeta's default (64 workers growing to 512, each a connection) spent the 2 cores on its
+# own goroutines and connection churn: at 11,000 req/s p99 42-67 ms, against 3.6 ms with 16.
+CONNECTIONS = 32
+
+
+def _pool(connections: int) -> list[str]:
+    return ["-keepalive", "-workers", str(connections), "-max-workers", str(connections)]
+
+
 @dataclass(frozen=True)
 class RateResult:
     rate: float  # achieved requests per second
@@ -44,14 +54,15 @@ class RateResult:
     max_ms: float
 
 
-def attack(url: str, rate: int, seconds: int, headers: dict[str, str]) -> RateResult:
+def attack(url: str, rate: int, seconds: int, headers: dict[str, str],
+           connections: int = CONNECTIONS) -> RateResult:
     target = f"GET {url}\n" + "".join(f"{k}: {v}\n" for k, v in headers.items())
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as handle:
         handle.write(target)
     try:
         attacked = subprocess.run(
             [vegeta(), "attack", "-rate", f"{rate}/s", "-duration", f"{seconds}s",
-             "-targets", handle.name, "-keepalive", "-workers", "64", "-max-workers", "512"],
+             "-targets", handle.name, *_pool(connections)],
             check=True, capture_output=True)
         report = subprocess.run([vegeta(), "report", "-type", "json"], input=attacked.stdout,
                                 check=True, capture_output=True)
@@ -84,7 +95,8 @@ class Outcome:
     max_ms: float
 
 
-def attack_mixed(targets: list[Target], rate: int, seconds: int) -> Outcome:
+def attack_mixed(targets: list[Target], rate: int, seconds: int,
+                 connections: int = CONNECTIONS) -> Outcome:
     """Round-robin over ``targets`` at a constant rate; every answer checked against its
     target's expected statuses (a connection error or timeout is an error too)."""
     by_url = {_tagged(t, i): t for i, t in enumerate(targets)}
@@ -94,7 +106,7 @@ def attack_mixed(targets: list[Target], rate: int, seconds: int) -> Outcome:
                     for url, t in by_url.items())
     attacked = subprocess.run(
         [vegeta(), "attack", "-format", "json", "-rate", f"{rate}/s", "-duration", f"{seconds}s",
-         "-keepalive", "-workers", "64", "-max-workers", "512", "-timeout", "10s"],
+         *_pool(connections), "-timeout", "10s"],
         input=lines.encode(), check=True, capture_output=True)
     encoded = subprocess.run([vegeta(), "encode", "--to", "csv"], input=attacked.stdout,
                              check=True, capture_output=True)
