@@ -1,9 +1,9 @@
 """The gateway path side by side with its peers, in one run on one machine (issue 8).
 
 Starts everything itself: Keycloak (devstack), apikm as shipped (``apikm serve``: SQLite,
-granian, one worker, access log and sync on), the toy check (sha256 + dict on a bare
-Starlette route under uvicorn), Debian's nginx with ``deploy/nginx/apikm.conf`` (and the
-micro-cache variant), then prints:
+uvicorn, one worker, access log and sync on; the same under ``--server granian`` to compare),
+the toy check (sha256 + dict on a bare Starlette route under uvicorn), Debian's nginx with
+``deploy/nginx/apikm.conf`` (and the micro-cache variant), then prints:
 
 1. throughput and p99 at saturation (wrk -t1 -c32) of the nginx map limit, nginx static,
    the toy, nginx -> toy, apikm /v1/auth and /v1/verify, nginx -> apikm (without and with the
@@ -177,6 +177,7 @@ def throughput(options: argparse.Namespace, stack: keycloak.StackInfo) -> dict[s
                                              f"{nginx.url}/data/dem.tif", header),
                     "nginx apikm cached": table.run("nginx -> apikm with the 1 s micro-cache",
                                                     f"{cached.url}/data/dem.tif", header),
+                    **other_server(table, stack, upstream),
                     "keycloak": table.run(
                         "Keycloak token introspection",
                         f"{stack.issuer}/protocol/openid-connect/token/introspect",
@@ -187,6 +188,27 @@ def throughput(options: argparse.Namespace, stack: keycloak.StackInfo) -> dict[s
                 rates["revocation"] = microcache_revocation(alice, cached.url)
                 rates.update(constant_rate(options, apikm, key, rates["auth"]))
     return rates
+
+
+def other_server(table: Table, stack: keycloak.StackInfo, upstream: str) -> dict[str, float]:
+    """apikm as shipped but under granian, the other server measured."""
+    settings = {**AS_SHIPPED, "server": "granian"}
+    with apikm_server(None, stack.base_url, **settings) as other, \
+            user_client(other.url, access_token(stack.issuer, "alice")) as owner:
+        key, _ = create_key(owner, ["analyst"])
+        key_header = HEADER_LUA.format(key=key)
+        body = json.dumps({"key": key, "required_roles": ["analyst"]})
+        with nginx_gateway(other.url, upstream) as nginx:
+            return {
+                "auth granian": table.run("apikm GET /v1/auth, granian",
+                                          f"{other.url}/v1/auth?role=analyst", key_header),
+                "verify granian": table.run("apikm POST /v1/verify, granian",
+                                            f"{other.url}/v1/verify",
+                                            POST_LUA.format(body=json.dumps(body),
+                                                            content_type="application/json")),
+                "nginx granian": table.run("nginx auth_request -> apikm, granian",
+                                           f"{nginx.url}/data/dem.tif", key_header),
+            }
 
 
 def microcache_revocation(alice: httpx.Client, gateway: str) -> float:
@@ -240,7 +262,9 @@ def key_counts(options: argparse.Namespace, stack: keycloak.StackInfo) -> dict[s
             with apikm_server(database, stack.base_url, peppers=peppers_spec,
                               sync_enabled="false", cache_ttl_seconds=ttl,
                               log_level="WARNING") as server:
-                working_set = keys[:1000] if mode == "hit" else keys[:100_000]
+                # Hits: the same 10 keys on both databases, cached after their first use.
+                # Lookups (no cache): as many distinct keys as the database holds, to 100,000.
+                working_set = keys[:10] if mode == "hit" else keys[:100_000]
                 (folder / "set.txt").write_text("\n".join(working_set) + "\n")
                 lua = KEYS_LUA.format(path=folder / "set.txt")
                 results[f"{mode} {count}"] = table.run(
@@ -262,9 +286,16 @@ def main() -> None:
     parser.add_argument("--rate-seconds", type=int, default=60)
     parser.add_argument("--keys", type=int, default=1_000_000)
     parser.add_argument("--skip-keys", action="store_true")
+    parser.add_argument("--only-keys", action="store_true", help="just the key-count part")
     options = parser.parse_args()
     require_wrk()
     stack = keycloak.up()
+    if options.only_keys:
+        k = key_counts(options, stack)
+        many = options.keys
+        print(f"\n{many:,} / 10 keys, cache hits {k[f'hit {many}'] / k['hit 10']:.3f}, "
+              f"database lookups {k[f'lookup {many}'] / k['lookup 10']:.3f} (targets >= 0.9)")
+        return
     r = throughput(options, stack)
     k = {} if options.skip_keys else key_counts(options, stack)
     print("\nratios (one run, side by side):")
@@ -284,6 +315,10 @@ def main() -> None:
     print(f"  {'(for scale) nginx map limit / nginx static':<58} "
           f"{r['nginx map limit'] / r['nginx static']:>7.3f}")
     print(f"  {'(for scale) apikm /healthz (FastAPI) / toy':<58} {r['healthz'] / r['toy']:>7.3f}")
+    for name in ("auth", "verify", "nginx"):
+        key = "nginx apikm" if name == "nginx" else name
+        print(f"  {f'(server choice) {name}: granian / uvicorn (shipped)':<58} "
+              f"{r[name + ' granian'] / r[key]:>7.3f}")
     if k:
         many = options.keys
         met += [ratio_line(f"{many:,} / 10 keys, cache hits", k[f"hit {many}"] / k["hit 10"],

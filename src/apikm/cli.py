@@ -54,8 +54,9 @@ def serve(
              "in step through the database (and Redis)")] = None,
     server: Annotated[str, typer.Option(
         envvar="APIKM_SERVER",
-        help="HTTP server: granian (default, measured fastest for apikm) or uvicorn")
-    ] = "granian",
+        help="HTTP server: uvicorn (default: fastest behind a gateway, measured by "
+             "bench.gateway_path) or granian (faster for direct clients)")
+    ] = "uvicorn",
 ) -> None:
     """Run the apikm service."""
     # Options become settings, so the workers (which read them afresh) publish the right

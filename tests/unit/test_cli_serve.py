@@ -18,17 +18,23 @@ from apikm.encryption import new_key_spec
 @pytest.fixture
 def serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     import granian
+    import uvicorn
 
     ran: dict[str, Any] = {}
 
-    class Server:  # granian, the default server, captured instead of serving
+    class Server:  # granian, captured instead of serving
         def __init__(self, target: str, **options: Any) -> None:
-            ran.update(options, host=options["address"])
+            ran.update(options, host=options["address"], server="granian")
 
         def serve(self) -> None:
             ran["served"] = True
 
+    def run(*args: Any, **options: Any) -> None:  # uvicorn, the default
+        ran.update(options, server="uvicorn", served=True)
+
     monkeypatch.setattr(granian, "Granian", Server)
+    monkeypatch.setattr(uvicorn, "run", run)
+    monkeypatch.delenv("APIKM_SERVER", raising=False)
     for name in ("APIKM_HOST", "APIKM_PORT", "APIKM_PUBLIC_URL", "APIKM_ENCRYPTION_KEY",
                  "APIKM_PEPPERS"):
         monkeypatch.delenv(name, raising=False)
@@ -38,6 +44,7 @@ def serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str,
     yield ran
     os.environ.pop("APIKM_HOST", None)  # set by the command itself
     os.environ.pop("APIKM_PORT", None)
+    os.environ.pop("APIKM_WORKERS", None)
     get_settings.cache_clear()
 
 
@@ -45,8 +52,23 @@ def test_port_option_feeds_the_settings_and_the_issuer(serve: dict[str, Any]) ->
     result = CliRunner().invoke(cli.app, ["serve", "--port", "18003", "--no-migrate"])
     assert result.exit_code == 0, result.output
     assert serve["port"] == 18003 and serve["host"] == "127.0.0.1" and serve["served"]
+    assert serve["server"] == "uvicorn"
     assert os.environ["APIKM_PORT"] == "18003"  # worker processes read it too
     assert get_settings().base_url == "http://127.0.0.1:18003"
+
+
+def test_granian_on_request_gets_the_same_settings(serve: dict[str, Any]) -> None:
+    result = CliRunner().invoke(cli.app, ["serve", "--server", "granian", "--port", "18004",
+                                          "--workers", "2", "--no-migrate"])
+    assert result.exit_code == 0, result.output
+    assert serve["server"] == "granian" and serve["port"] == 18004 and serve["workers"] == 2
+    assert get_settings().base_url == "http://127.0.0.1:18004"
+
+
+def test_an_unknown_server_is_refused(serve: dict[str, Any]) -> None:
+    result = CliRunner().invoke(cli.app, ["serve", "--server", "gunicorn", "--no-migrate"])
+    assert result.exit_code == 2 and "--server must be granian or uvicorn" in result.output
+    assert "served" not in serve
 
 
 def test_a_wildcard_host_without_public_url_is_pointed_out(serve: dict[str, Any]) -> None:

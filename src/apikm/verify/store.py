@@ -30,7 +30,7 @@ from apikm.verify.record import KeyRecord, record_from_row
 
 Found = tuple[str, KeyRecord] | None  # (matching hash, record)
 DEGRADED_TTL = 1.0
-REFRESH_AT = 0.5  # share of an entry's lifetime after which a use refreshes it
+REFRESH_AT = 0.8  # share of an entry's lifetime after which a use refreshes it
 
 _LOOKUP_COLUMNS = [
     api_keys.c.id, api_keys.c.public_id, api_keys.c.name, api_keys.c.status,

@@ -65,13 +65,13 @@ async def test_concurrent_misses_for_one_key_share_one_query(engine: AsyncEngine
 async def test_a_busy_key_is_refreshed_before_it_expires(engine: AsyncEngine) -> None:
     store = KeyStore(engine, ttl_seconds=0.4)
     assert await store.find([HASH]) is not None
-    await asyncio.sleep(0.25)  # past half its lifetime
+    await asyncio.sleep(0.34)  # past REFRESH_AT of its lifetime
     before = database_lookups()
     assert store.cached(HASH) is not None  # answers at once, and starts a refresh
     assert store.cached(HASH) is not None  # ... only one
     await asyncio.sleep(0.05)
     assert database_lookups() - before == 1
-    await asyncio.sleep(0.25)  # 0.55 s after the first read: alive thanks to the refresh
+    await asyncio.sleep(0.2)  # 0.59 s after the first read: alive thanks to the refresh
     assert store.cached(HASH) is not None
 
 
@@ -80,7 +80,7 @@ async def test_a_refresh_that_finds_the_key_gone_drops_it(engine: AsyncEngine) -
     assert await store.find([HASH]) is not None
     async with engine.begin() as conn:  # gone without an event (say, deleted by hand)
         await conn.execute(sa.delete(api_keys))
-    await asyncio.sleep(0.25)
+    await asyncio.sleep(0.34)
     assert store.cached(HASH) is not None  # still within its lifetime; refresh started
     await asyncio.sleep(0.05)
     assert store.cached(HASH) is None
