@@ -82,8 +82,10 @@ def create_engine(url: str) -> AsyncEngine:
         # hide_parameters: a failed statement's message must not carry key hashes or emails.
         # A pool as large as a burst of concurrent lookups: a connection beyond it is opened
         # and closed per use (a thread and a file open each), which halved lookup rates.
+        in_memory = sa.engine.make_url(url).database in (None, "", ":memory:")
+        pool = {} if in_memory else {"pool_size": 32, "max_overflow": 8}
         engine = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True,
-                                     pool_size=32, max_overflow=8)
+                                     **pool)
         _tune_sqlite(engine)
         return engine
     return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True,
