@@ -153,8 +153,11 @@ def keycloak_up(port: Annotated[int | None, typer.Option(help="HTTP port")] = No
     """Download (once), start and wait for Keycloak with the demo realm."""
     from apikm.devstack import keycloak
 
-    typer.echo(f"starting Keycloak {keycloak.KEYCLOAK_VERSION} (first start takes a while)...")
-    info = keycloak.up(port=port or _devstack_port())
+    wanted = port or _devstack_port()
+    running = keycloak.status()
+    if running is None or not running.base_url.endswith(f":{wanted}"):
+        typer.echo(f"starting Keycloak {keycloak.KEYCLOAK_VERSION} (first start takes a while)...")
+    info = keycloak.up(port=wanted)
     typer.echo(f"Keycloak is ready: {info.base_url}")
     typer.echo(f"  admin console: {info.base_url}/admin  ({info.admin_username} / "
                f"{info.admin_password})")
