@@ -79,7 +79,10 @@ def serve(
 
         uvicorn.run("apikm.web.app:app_factory", factory=True, host=settings.host,
                     port=settings.port, workers=settings.workers, access_log=False,
-                    log_config=None, proxy_headers=False, server_header=False)
+                    log_config=None, proxy_headers=False, server_header=False,
+                    # Longer than gateways keep idle upstream connections (nginx 60 s), so
+                    # apikm never closes one a gateway is about to reuse.
+                    timeout_keep_alive=75)
         return
     if server != "granian":
         typer.secho("--server must be granian or uvicorn", fg="red", err=True)

@@ -82,7 +82,9 @@ def create_engine(url: str) -> AsyncEngine:
         # hide_parameters: a failed statement's message must not carry key hashes or emails.
         # A pool as large as a burst of concurrent lookups: a connection beyond it is opened
         # and closed per use (a thread and a file open each), which halved lookup rates.
-        in_memory = sa.engine.make_url(url).database in (None, "", ":memory:")
+        parsed = sa.engine.make_url(url)
+        in_memory = (parsed.database in (None, "", ":memory:")
+                     or parsed.query.get("mode") == "memory")
         pool = {} if in_memory else {"pool_size": 32, "max_overflow": 8}
         engine = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True,
                                      **pool)
@@ -160,8 +162,29 @@ def _create_private_sqlite_file(url: str) -> None:
     os.close(fd)  # an empty file is an empty SQLite database
 
 
-def _tune_sqlite(engine: AsyncEngine) -> None:
-    @sa.event.listens_for(engine.sync_engine, "connect")
+def create_sqlite_reader(url: str) -> sa.Engine | None:
+    """A synchronous engine on the same SQLite file, for reads run whole in a worker thread
+    (key lookups): one thread hop per read instead of one per driver call through aiosqlite
+    (eight for a lookup, 1.3 ms against 26 µs for the query itself). None for other
+    databases (asyncpg needs no threads) and for in-memory ones (one connection only)."""
+    parsed = sa.engine.make_url(url)
+    if (not parsed.drivername.startswith("sqlite") or parsed.database in (None, "", ":memory:")
+            or parsed.query.get("mode") == "memory"):
+        return None
+    engine = sa.create_engine(parsed.set(drivername="sqlite+pysqlite"), hide_parameters=True,
+                              connect_args={"timeout": 30, "check_same_thread": False},
+                              pool_size=READER_THREADS, max_overflow=0)
+    _tune_sqlite(engine)
+    return engine
+
+
+READER_THREADS = 4
+
+
+def _tune_sqlite(engine: AsyncEngine | sa.Engine) -> None:
+    sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+
+    @sa.event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Transactions are ours, not the driver's: sqlite3's legacy mode opens one only
         # before INSERT/UPDATE/DELETE, so reads ran outside it and a SAVEPOINT outside it
@@ -174,12 +197,11 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         # Key lookups touch a few B-tree pages of a large index: map the file (reads without
-        # a copy into SQLite's own 2 MB page cache, which a million keys outgrow).
+        # a copy into SQLite's own page cache, per connection, which a million keys outgrow).
         cursor.execute("PRAGMA mmap_size=1073741824")
-        cursor.execute("PRAGMA cache_size=-65536")
         cursor.close()
 
-    @sa.event.listens_for(engine.sync_engine, "begin")
+    @sa.event.listens_for(sync_engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
         # A plain BEGIN takes no lock until it reads (a WAL snapshot) or writes: readers
         # such as the verification lookup stay cheap and never block a writer.

@@ -90,3 +90,15 @@ def test_a_revoked_key_is_refused_within_half_a_second(setting: checks.Setting) 
         while client.get("/data/dem.tif", headers={"X-API-Key": key}).status_code == 200:
             assert time.monotonic() - revoked_at < 0.6, "still served from the cache"
             time.sleep(0.01)
+
+
+def test_a_key_in_a_client_sent_uri_header_is_not_read(setting: checks.Setting) -> None:
+    """apikm also reads keys from X-Original-URL and X-Forwarded-Uri (ingress-nginx,
+    Traefik): behind this nginx only nginx names the URI, or a client could get a 200 cached
+    under no key at all, which the next keyless request from its address would ride on."""
+    with checks.fresh_client(setting) as client:
+        for header in ("X-Original-URL", "X-Forwarded-Uri"):
+            smuggled = client.get("/data/dem.tif", headers={
+                header: f"/data/dem.tif?apikey={setting.alice_key}"})
+            assert smuggled.status_code == 401, header
+        assert client.get("/data/dem.tif").status_code == 401

@@ -39,6 +39,8 @@ FAST_POLL = 0.1
 SAFETY_POLL = 1.0
 KEEP = timedelta(minutes=2)  # how long the log keeps events (blocks: while in force)
 PRUNE_EVERY = 30.0
+LATE_COMMIT = 30.0  # how long a skipped event number may still commit
+MAX_GAPS = 1000
 
 EVENTS_HEALTHY = Gauge("apikm_cluster_events_healthy",
                        "1 while this replica reads the change-event log, else 0 "
@@ -73,6 +75,7 @@ class EventBus:
         self._handlers: list[Handler] = []
         self._health_handlers: list[HealthHandler] = []
         self._seq = 0
+        self._gaps: dict[int, float] = {}  # numbers skipped by the log -> when to give up
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._up: dict[str, bool] = {c.name: False for c in channels}
@@ -152,17 +155,25 @@ class EventBus:
             EVENTS_LAG.set(time.monotonic() - self._last_read)
 
     async def read(self) -> int:
-        """Apply every event after the last one seen; returns how many."""
+        """Apply every event after the last one seen, and any that filled a gap since;
+        returns how many."""
         applied = 0
         async with self._engine.connect() as conn:
+            if self._gaps:
+                for seq, event in await events.read_seqs(conn, list(self._gaps)):
+                    del self._gaps[seq]
+                    self._dispatch(event)
+                    applied += 1
             while True:
                 batch = await events.read_after(conn, self._seq)
                 for seq, event in batch:
+                    self._note_gaps(seq)
                     self._dispatch(event)
                     self._seq = seq
                 applied += len(batch)
                 if len(batch) < 1000:
                     break
+        self._forget_old_gaps()
         if not self.healthy:
             if time.monotonic() - self._last_read > KEEP.total_seconds() / 2:
                 self._dispatch(Event(Kind.ALL))  # events may have been pruned meanwhile
@@ -170,6 +181,21 @@ class EventBus:
             self._set_health(True)
         self._last_read = time.monotonic()
         return applied
+
+    def _note_gaps(self, seq: int) -> None:
+        """PostgreSQL numbers an event when it is written, not when it commits: a number
+        skipped here may still commit (a slower transaction), so it is looked for again."""
+        if seq - self._seq > MAX_GAPS:
+            return  # not a few slow transactions (a sequence reset): nothing to wait for
+        deadline = time.monotonic() + LATE_COMMIT
+        for missing in range(self._seq + 1, seq):
+            self._gaps[missing] = deadline
+
+    def _forget_old_gaps(self) -> None:
+        """A number still missing after ``LATE_COMMIT`` was rolled back."""
+        now = time.monotonic()
+        for seq in [seq for seq, deadline in self._gaps.items() if deadline < now]:
+            del self._gaps[seq]
 
     async def _listen_loop(self, channel: Channel) -> None:
         delay = 0.5
@@ -253,7 +279,7 @@ def postgres_channel(engine: AsyncEngine) -> Channel:
                 # A silent network loss does not close the socket: check it now and then.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(lost), timeout=5.0)
-                await conn.execute("SELECT 1")
+                await asyncio.wait_for(conn.execute("SELECT 1"), timeout=5.0)
         finally:
             # Closing fires ``closed``; a loss nobody waits for any more is no error.
             if lost.done():

@@ -56,6 +56,12 @@ async def read_after(conn: AsyncConnection, seq: int,
     return [(row.seq, Event(Kind(row.kind), row.ref, row.until)) for row in rows]
 
 
+async def read_seqs(conn: AsyncConnection, seqs: list[int]) -> list[tuple[int, Event]]:
+    """The events among ``seqs`` that exist (now): late commits of earlier numbers."""
+    rows = await conn.execute(sa.select(cluster_events).where(cluster_events.c.seq.in_(seqs)))
+    return [(row.seq, Event(Kind(row.kind), row.ref, row.until)) for row in rows]
+
+
 async def active_blocks(conn: AsyncConnection, now: datetime) -> list[Event]:
     rows = await conn.execute(
         sa.select(cluster_events.c.ref, cluster_events.c.until)
@@ -64,8 +70,11 @@ async def active_blocks(conn: AsyncConnection, now: datetime) -> list[Event]:
 
 
 async def prune(conn: AsyncConnection, keep: timedelta) -> None:
-    """Drop events older than ``keep``, except blocks still in force."""
+    """Drop events older than ``keep``, except blocks still in force and the newest event:
+    SQLite numbers a row max(seq) + 1, so an emptied table would hand out numbers again that
+    followers have already passed, and they would skip every event until it caught up."""
     now = utcnow()
+    newest = sa.select(sa.func.max(cluster_events.c.seq)).scalar_subquery()
     await conn.execute(sa.delete(cluster_events).where(
-        cluster_events.c.at < now - keep,
+        cluster_events.c.at < now - keep, cluster_events.c.seq < newest,
         sa.or_(cluster_events.c.until.is_(None), cluster_events.c.until < now)))

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote
 
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
@@ -127,7 +127,8 @@ def key_in_path(scope: Scope, route_path: str) -> tuple[Scope, str] | None:
     key, rest = match.group(1), match.group(2)
     prefix = scope["path"][: len(scope["path"]) - len(route_path)]  # APIKM_ROOT_PATH
     headers = [(k, v) for k, v in scope["headers"] if k != HEADER]
-    headers.append((HEADER, key.encode("latin-1")))
+    headers.append((HEADER, key.encode("ascii")))  # the pattern allows ASCII only
     path = prefix + rest
-    return {**scope, "path": path, "raw_path": path.encode("latin-1"),
+    # raw_path as a server would send it: the path's UTF-8 bytes, percent-encoded.
+    return {**scope, "path": path, "raw_path": quote(path).encode("ascii"),
             "headers": headers}, rest

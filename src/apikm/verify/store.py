@@ -18,11 +18,14 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from apikm.cluster.events import Event, Kind
+from apikm.db import READER_THREADS
 from apikm.identity.tables import owners
 from apikm.keys.tables import api_keys
 from apikm.verify.metrics import STATS
@@ -44,8 +47,12 @@ _LOOKUP_COLUMNS = [
 
 
 class KeyStore:
-    def __init__(self, engine: AsyncEngine, ttl_seconds: float, max_entries: int = 100_000):
+    def __init__(self, engine: AsyncEngine, ttl_seconds: float, max_entries: int = 100_000,
+                 reader: sa.Engine | None = None):
         self._engine = engine
+        # SQLite: lookups run whole on a synchronous engine in a few threads (db.py).
+        self._reader = reader
+        self._threads = ThreadPoolExecutor(READER_THREADS, "key-lookup") if reader else None
         self._ttl = ttl_seconds
         self._max_age = ttl_seconds
         self._max = max_entries
@@ -115,23 +122,29 @@ class KeyStore:
         return found
 
     async def _query(self, hashes: list[str]) -> tuple[str, KeyRecord] | None:
-        query = (
-            sa.select(*_LOOKUP_COLUMNS)
-            .select_from(api_keys.join(owners, owners.c.user_id == api_keys.c.owner_id))
-            .where(
-                sa.or_(
-                    api_keys.c.secret_hash.in_(hashes),
-                    api_keys.c.previous_secret_hash.in_(hashes),
-                )
-            )
-        )
-        async with self._engine.connect() as connection:
-            row = (await connection.execute(query)).first()
+        query = _lookup_query(hashes)
+        if self._reader is not None and self._threads is not None:
+            row = await asyncio.get_running_loop().run_in_executor(
+                self._threads, self._read_sync, query)
+        else:
+            async with self._engine.connect() as connection:
+                row = (await connection.execute(query)).first()
         if row is None:
             return None
         record = record_from_row(row)
         matched = next(h for h in hashes if h in (record.secret_hash, record.previous_secret_hash))
         return matched, record
+
+    def _read_sync(self, query: sa.Select[Any]) -> Any:
+        assert self._reader is not None
+        with self._reader.connect() as connection:
+            return connection.execute(query).first()
+
+    def close(self) -> None:
+        if self._threads is not None:
+            self._threads.shutdown(wait=True, cancel_futures=True)
+        if self._reader is not None:
+            self._reader.dispose()
 
     def _remember(self, digest: str, record: KeyRecord) -> None:
         self._cache[digest] = (time.monotonic(), record)
@@ -170,7 +183,14 @@ class KeyStore:
         self._max_age = self._ttl if healthy else min(self._ttl, DEGRADED_TTL)
 
     def forget_key(self, key_id: str) -> None:
+        """The key changed (an event): drop it, and let no lookup begun before cache it."""
         self._generation += 1
+        self.drop_key(key_id)
+
+    def drop_key(self, key_id: str) -> None:
+        """Drop the key's entries so its next use reads it again; nothing changed, so
+        lookups under way stay shareable (a STALE re-read under a Keycloak outage must not
+        turn every request into its own query)."""
         for digest in list(self._hashes_of_key.get(key_id, ())):
             entry = self._cache.pop(digest, None)
             if entry is not None:
@@ -191,3 +211,17 @@ def _quiet(task: asyncio.Future[Found]) -> None:
     """A background refresh that failed (database away) leaves the entry to expire."""
     if not task.cancelled():
         task.exception()
+
+
+def _lookup_query(hashes: list[str]) -> sa.Select[Any]:
+    return (
+        sa.select(*_LOOKUP_COLUMNS)
+        .select_from(api_keys.join(owners, owners.c.user_id == api_keys.c.owner_id))
+        .where(
+            sa.or_(
+                api_keys.c.secret_hash.in_(hashes),
+                api_keys.c.previous_secret_hash.in_(hashes),
+            )
+        )
+    )
+

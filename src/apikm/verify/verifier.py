@@ -138,7 +138,7 @@ class Verifier:
                           self._max_staleness)
         if decision.code is Code.STALE and from_cache:
             # A cached record's confirmation time may lag the database: read it again.
-            self.store.forget_key(record.id)
+            self.store.drop_key(record.id)
             found = await self.store.find(self._candidates(key, legacy))
             if found is None:
                 return _NOT_FOUND

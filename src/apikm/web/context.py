@@ -14,7 +14,7 @@ from apikm.cluster.bus import EventBus, postgres_channel, redis_channel
 from apikm.cluster.events import Event, Kind
 from apikm.compat.legacy_keys import imported_keys_exist, on_import_event
 from apikm.config import ConfigError, Settings
-from apikm.db import create_engine
+from apikm.db import create_engine, create_sqlite_reader
 from apikm.identity.sync import SyncWorker, worker_from_settings
 from apikm.identity.tokens import TokenValidator
 from apikm.keys.hashing import PepperRing, load_or_create_pepper_file, parse_peppers
@@ -53,6 +53,7 @@ class AppContext:
         await self.bus.stop()
         await self.usage.stop()
         await self.http.aclose()
+        self.verifier.store.close()
         await self.engine.dispose()
 
 
@@ -124,7 +125,8 @@ def build_context(settings: Settings) -> AppContext:
     http = httpx.AsyncClient(headers={"User-Agent": "apikm"})
     peppers = pepper_ring(settings)
     bus = build_bus(engine, settings)
-    store = KeyStore(engine, settings.cache_ttl_seconds, settings.cache_max_keys)
+    store = KeyStore(engine, settings.cache_ttl_seconds, settings.cache_max_keys,
+                     reader=create_sqlite_reader(settings.effective_database_url))
     bus.subscribe(store.on_event)
     bus.on_health(store.on_health)
     usage = UsageRecorder(engine, settings.usage_flush_seconds)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -15,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from apikm.cluster import bus as bus_module
 from apikm.cluster.bus import EventBus, postgres_channel
-from apikm.cluster.events import Event, Kind, emit
+from apikm.cluster.events import Event, Kind, emit, last_seq, prune
 from apikm.db import create_engine
 from apikm.migrations import upgrade
 from apikm.verify.store import DEGRADED_TTL, KeyStore
@@ -111,3 +113,43 @@ async def test_an_unreadable_log_is_reported_and_the_cache_falls_back(
         assert store.cached("digest") is RECORD  # the full TTL again
     finally:
         await bus.stop()
+
+
+async def test_an_event_that_commits_after_a_later_one_is_not_skipped(
+        engine: AsyncEngine) -> None:
+    """PostgreSQL numbers an event when it is written: a slower transaction commits a lower
+    number after a follower has read past it."""
+    seen: list[Event] = []
+    bus = EventBus(engine)
+    bus.subscribe(seen.append)
+    await bus.start()
+    try:
+        async with engine.connect() as slow:
+            await slow.begin()
+            await emit(slow, Kind.KEY, "slow")  # takes number n, not committed yet
+            await write_event(engine, "fast")  # n + 1, committed
+            await until(lambda: Event(Kind.KEY, "fast") in seen, 2)
+            await slow.commit()
+        await until(lambda: Event(Kind.KEY, "slow") in seen, 2)
+        assert seen.count(Event(Kind.KEY, "slow")) == 1
+    finally:
+        await bus.stop()
+
+
+async def test_pruning_keeps_numbers_increasing(tmp_path: Path) -> None:
+    """SQLite numbers a row max(seq) + 1: an emptied log would reuse numbers followers have
+    passed, and they would skip every event until the numbers caught up."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'apikm.db'}"
+    await asyncio.to_thread(upgrade, url)
+    sqlite = create_engine(url)
+    try:
+        for ref in ("a", "b", "c"):
+            await write_event(sqlite, ref)
+        async with sqlite.begin() as conn:
+            before = await last_seq(conn)
+            await prune(conn, timedelta(0))  # everything is old enough
+        await write_event(sqlite, "after")
+        async with sqlite.connect() as conn:
+            assert await last_seq(conn) == before + 1
+    finally:
+        await sqlite.dispose()

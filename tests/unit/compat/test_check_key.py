@@ -40,6 +40,12 @@ def test_key_in_path_moves_the_key_to_the_header_and_out_of_the_path() -> None:
     assert key_in_path(scope("/k/a b/x"), "/k/a b/x") is None
 
 
+def test_a_path_beyond_latin1_after_the_key_is_carried_not_a_crash() -> None:
+    found = key_in_path(scope("/k/apikm_abc/v1/auth/€"), "/k/apikm_abc/v1/auth/€")
+    assert found is not None
+    assert found[0]["path"] == "/v1/auth/€" and found[0]["raw_path"] == b"/v1/auth/%E2%82%AC"
+
+
 def record(**values: Any) -> KeyRecord:
     base: dict[str, Any] = dict(
         id="k1", public_id="p", name="n", status="active",
