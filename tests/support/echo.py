@@ -7,10 +7,11 @@ value it sees and accepts any other (to test clients that refresh a token and re
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from tests.support.http_server import serve_in_thread
 
 
 class _Echo(BaseHTTPRequestHandler):
@@ -44,11 +45,5 @@ class _Echo(BaseHTTPRequestHandler):
 def echo_server() -> Iterator[str]:
     """Yields the base URL of a running echo service on loopback."""
     handler = type("Echo", (_Echo,), {"seen": set()})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_in_thread(handler) as url:
+        yield url

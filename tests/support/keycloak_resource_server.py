@@ -8,10 +8,9 @@ answer names the roles it read from the token, so tests can compare them with th
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import httpx
@@ -20,6 +19,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from apikm.identity.principal import roles_from_claims
+from tests.support.http_server import serve_in_thread
 
 
 def _handler(issuer: str, audience: str, keys: KeySet) -> type[BaseHTTPRequestHandler]:
@@ -77,11 +77,5 @@ def keycloak_resource_server(issuer: str, audience: str) -> Iterator[str]:
     certs = httpx.get(f"{issuer}/protocol/openid-connect/certs", timeout=30).json()
     # Keycloak also publishes encryption keys (RSA-OAEP); only signing keys verify tokens.
     keys = KeySet.import_key_set({"keys": [k for k in certs["keys"] if k.get("use") == "sig"]})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(issuer, audience, keys))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_in_thread(_handler(issuer, audience, keys)) as url:
+        yield url

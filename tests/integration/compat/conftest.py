@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import Any
 
 import httpx
 import pytest
@@ -22,27 +21,15 @@ from apikm.devstack import keycloak as devstack
 from apikm.devstack.sync_roles import ensure_sync_roles
 from tests.support.apikm_server import ApikmServer, apikm_server
 from tests.support.keycloak_tokens import admin_token, password_grant
+from tests.support.keycloak_users import RealmAdmin as BaseRealmAdmin
 from tests.support.postgres import fresh_database
+from tests.support.replicas import DEMO_SYNC_SECRET
 
-SECRET = "apikm-demo-secret"  # the demo realm's dev-only client secret
+SECRET = DEMO_SYNC_SECRET
 ATTRIBUTES = "project,site"
 
 
-class RealmAdmin:
-    def __init__(self, stack: devstack.StackInfo) -> None:
-        self._stack = stack
-        self._token, self._fetched = "", 0.0
-        self.http = httpx.Client(base_url=f"{stack.base_url}/admin/realms/{stack.realm}",
-                                 timeout=30, trust_env=False)
-
-    def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        if time.monotonic() - self._fetched > 30:
-            self._token, self._fetched = admin_token(self._stack.base_url), time.monotonic()
-        response = self.http.request(method, path, headers={
-            "Authorization": f"Bearer {self._token}"}, **kwargs)
-        response.raise_for_status()
-        return response
-
+class RealmAdmin(BaseRealmAdmin):
     def keep_unmanaged_attributes(self) -> None:
         profile = self.call("GET", "/users/profile").json()
         if profile.get("unmanagedAttributePolicy") != "ADMIN_EDIT":

@@ -32,32 +32,20 @@ from apikm.devstack.sync_roles import ensure_sync_roles
 from apikm.identity.admin_client import AdminCredentials, KeycloakAdmin, MissingPermissions
 from tests.support.apikm_server import ApikmServer, apikm_server
 from tests.support.keycloak_tokens import admin_token, password_grant
+from tests.support.keycloak_users import RealmAdmin as BaseRealmAdmin
 from tests.support.ports import free_port
 from tests.support.postgres import fresh_database
+from tests.support.replicas import DEMO_SYNC_SECRET
 
 pytestmark = pytest.mark.integration
 
-SECRET = "apikm-demo-secret"  # the demo realm's dev-only client secret
+SECRET = DEMO_SYNC_SECRET
 GRACE_SECONDS = 6
 FAST = 10.0  # seconds a change may take through the event path (about 1-2 s measured)
 
 
 # --- Keycloak admin, with a token that outlives the master realm's 60 s tokens ---------
-class RealmAdmin:
-    def __init__(self, stack: devstack.StackInfo) -> None:
-        self._stack = stack
-        self._token, self._fetched = "", 0.0
-        self.http = httpx.Client(base_url=f"{stack.base_url}/admin/realms/{stack.realm}",
-                                 timeout=30, trust_env=False)
-
-    def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        if time.monotonic() - self._fetched > 30:
-            self._token, self._fetched = admin_token(self._stack.base_url), time.monotonic()
-        response = self.http.request(method, path, headers={
-            "Authorization": f"Bearer {self._token}"}, **kwargs)
-        response.raise_for_status()
-        return response
-
+class RealmAdmin(BaseRealmAdmin):
     def role(self, name: str) -> dict[str, Any]:
         return dict(self.call("GET", f"/roles/{name}").json())
 
