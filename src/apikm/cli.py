@@ -35,6 +35,11 @@ from apikm.compat.cli import import_app  # noqa: E402
 
 app.add_typer(import_app, name="import")
 
+# Leaked keys (issue 13): `apikm keys scan [FILE|-] [--revoke] [--json]`.
+from apikm.leaks.cli import keys_scan  # noqa: E402
+
+keys_app.command("scan")(keys_scan)
+
 
 def _settings() -> Settings:
     try:
