@@ -53,9 +53,9 @@ def test_the_readme_path_from_curl_to_gdal() -> None:
 
 def test_the_demo_gateway_runs_the_shipped_files_with_local_addresses() -> None:
     site = (ROOT / "deploy" / "nginx" / "apikm.conf").read_text()
-    rendered = demo.render_site(site, "http://127.0.0.1:8123", 8124, Path("/tmp/x"))
+    rendered = demo.render_site(site, "http://127.0.0.1:8123", 8124, Path("/srv/demo"))
     assert "listen 127.0.0.1:8124;" in rendered and "server 127.0.0.1:8123;" in rendered
-    assert "root /tmp/x;" in rendered
+    assert "root /srv/demo;" in rendered
     # Shipped: clear of the dev stack (Keycloak on 8080, its management port 9000).
     assert "listen 8088;" in site and "server 127.0.0.1:8000;" in site
     assert ":8080" not in site and ":9000" not in site

@@ -27,13 +27,12 @@ from apikm.web.ui.csrf import check_csrf
 from apikm.web.ui.forms import FIELD_OF, expiry_choices, parse_new_key, sentence
 from apikm.web.ui.handoff import Handoffs
 from apikm.web.ui.render import UiRoute, render
+from apikm.web.ui.snippets import snippets
 from apikm.web.ui.views import key_state, lost_roles, usage_chart
 
 router = APIRouter(route_class=UiRoute, include_in_schema=False)
 PAGE_SIZE = 50
 STATUS_FILTERS = ("all", *STATUSES)
-# The auth class of apikm.client that reads APIKM_API_KEY, shown in the Python snippet.
-PYTHON_AUTH = "APIKeyAuth"
 DONE_MESSAGES = {
     "renamed": "The key was renamed.",
     "revoked": "The key was revoked. It stops working within seconds.",
@@ -131,11 +130,8 @@ async def show_once(request: Request, key_id: uuid.UUID, user: User, ctx: Ctx, u
     key = await ctx.keys.get(str(key_id), owner_id)
     if handoff is None:
         return render(request, "key_shown.html", user, 410, key=key)
-    settings = ctx.settings
     return render(request, "key_created.html", user, key=key, secret=handoff.secret,
-                  rotated=handoff.rotated, base_url=settings.base_url,
-                  header=settings.auth_header[0], query_param=settings.auth_query_param,
-                  python_auth=PYTHON_AUTH)
+                  rotated=handoff.rotated, snippets=snippets(handoff.secret, ctx.settings))
 
 
 @router.get("/keys/{key_id}")
