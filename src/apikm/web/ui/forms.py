@@ -22,16 +22,17 @@ from apikm.keys.policy import (
     check_description,
     check_meta,
     check_name,
+    check_rate_limit,
     normalize_networks,
 )
-from apikm.keys.service import NewKey
+from apikm.keys.service import KeyChanges, NewKey
 
 PRESET_DAYS = (7, 30, 90)
 META_EXAMPLE = 'Metadata must be a JSON object, e.g. {"project": "ndvi"}'
 # Service field names -> form field names, for errors raised by KeyService.
 FIELD_OF = {"expires_at": "expiry", "allowed_networks": "networks", "meta": "meta",
             "roles": "roles", "name": "name", "description": "description",
-            "all_roles": "roles"}
+            "all_roles": "roles", "rate_limit": "rate_limit"}
 
 
 @dataclass(frozen=True)
@@ -198,3 +199,66 @@ def _meta(text: str, max_bytes: int, errors: dict[str, str]) -> dict[str, Any]:
     except PolicyError as exc:
         errors["meta"] = sentence(str(exc))
         return {}
+
+
+# --- the key page: edit the fields a key owner may change at any time --------------------
+@dataclass
+class KeyEditForm:
+    values: dict[str, Any]
+    errors: dict[str, str] = field(default_factory=dict)
+    changes: KeyChanges | None = None
+
+
+def edit_values(key: dict[str, Any]) -> dict[str, Any]:
+    """A key's editable fields as the form shows them."""
+    return {"name": key["name"], "description": key["description"] or "",
+            "networks": "\n".join(key["allowed_networks"]),
+            "meta": json.dumps(key["meta"], indent=2, ensure_ascii=False) if key["meta"] else "",
+            "rate_limit": key["rate_limit"] or ""}
+
+
+def parse_key_edit(form: FormData, key: dict[str, Any], settings: Settings) -> KeyEditForm:
+    """Posted fields -> the changes to make (only what differs from ``key``), or errors."""
+    values = {name: _text(form, name) for name in ("name", "description", "networks", "meta",
+                                                    "rate_limit")}
+    result = KeyEditForm(values)
+    errors = result.errors
+    if not values["name"]:
+        errors["name"] = "Give the key a name, e.g. the tool or machine that will use it."
+    else:
+        _check(check_name, values["name"], "name", errors)
+    _check(check_description, values["description"], "description", errors)
+    networks = _networks(values["networks"], errors)
+    meta = _meta(values["meta"], settings.max_meta_bytes, errors)
+    rate_limit = _rate_limit(values["rate_limit"], errors)
+    if errors:
+        return result
+    result.changes = KeyChanges(
+        name=values["name"] if values["name"] != key["name"] else None,
+        description=(values["description"]
+                     if values["description"] != (key["description"] or "") else None),
+        allowed_networks=networks if networks != list(key["allowed_networks"]) else None,
+        meta=meta if meta != key["meta"] else None,
+        rate_limit=rate_limit if rate_limit not in (None, key["rate_limit"]) else None,
+        clear_rate_limit=rate_limit is None and key["rate_limit"] is not None)
+    return result
+
+
+def _rate_limit(text: str, errors: dict[str, str]) -> str | None:
+    if not text:
+        return None
+    try:
+        return check_rate_limit(text)
+    except PolicyError as exc:
+        errors["rate_limit"] = sentence(str(exc))
+        return None
+
+
+def parse_renewal(form: FormData, settings: Settings,
+                  now: datetime) -> tuple[dict[str, Any], dict[str, str], datetime | None]:
+    """The renew form: (values, errors, new expiry; None for the policy's default)."""
+    values = {"expiry": _text(form, "expiry") or "default",
+              "expiry_date": _text(form, "expiry_date")}
+    errors: dict[str, str] = {}
+    expires_at = _expiry(values, settings, now, errors)
+    return values, errors, expires_at
