@@ -74,13 +74,15 @@ class UserSession:
     def go(self, path: str) -> None:
         self.page.goto(self.base_url + path)
 
-    def shot(self, name: str, docs: bool = False) -> None:
-        """Screenshot to test-artifacts/ (always) and docs/screenshots/ (README pictures)."""
+    def shot(self, name: str, docs: bool = False, docs_full_page: bool = True) -> None:
+        """Screenshot to test-artifacts/ (always) and docs/screenshots/ (README pictures;
+        ``docs_full_page=False``: the visible screen only, to keep the file small)."""
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
         if docs:
             SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-            self.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+            self.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"),
+                                 full_page=docs_full_page)
 
 
 def sign_in_through_keycloak(page: Page, username: str, password: str) -> None:
