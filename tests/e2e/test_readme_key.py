@@ -8,9 +8,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
+import httpx
 import pytest
 
 from apikm.devstack import gateway as demo
@@ -60,3 +62,25 @@ def test_the_demo_gateway_runs_the_shipped_files_with_local_addresses() -> None:
     assert "listen 8088;" in site and "server 127.0.0.1:8000;" in site
     assert ":8080" not in site and ":9000" not in site
     assert "include apikm.conf;" in (ROOT / "deploy" / "nginx" / "nginx.conf").read_text()
+
+
+def test_apikm_demo_gateway_starts_and_stops_nginx(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "APIKM_DATA_DIR": str(tmp_path / "var")}
+    command = [sys.executable, "-m", "apikm.cli", "demo"]
+    started = subprocess.run([*command, "gateway", "--port", str(port), "--apikm",
+                              "http://127.0.0.1:9"], env=env, capture_output=True, text=True,
+                             timeout=60, check=False)
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        assert f"http://127.0.0.1:{port}/data/dem.tif" in started.stdout
+        assert (tmp_path / "var" / "demo" / "srv" / "data" / "dem.tif").exists()
+        # Up, in front of an apikm that is not there: a JSON refusal, never the file.
+        answer = httpx.get(f"http://127.0.0.1:{port}/data/dem.tif", timeout=10)
+        assert answer.status_code == 500 and answer.json()["error"] == "unavailable"
+    finally:
+        stopped = subprocess.run([*command, "down"], env=env, capture_output=True, text=True,
+                                 timeout=60, check=False)
+    assert stopped.stdout.strip() == "stopped"
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/", timeout=5)

@@ -60,6 +60,21 @@ def test_the_key_page_edits_every_field_with_clear_errors(
     expect(page.locator(".facts")).not_to_contain_text("100/minute")  # limit cleared
     page.get_by_role("button", name="Save changes").click()
     expect(page.locator("#done-notice")).to_have_text("Nothing was changed.")
+    # The forms need their CSRF token, and nobody else's token touches this key.
+    base = carol.base_url
+    for action in ("edit", "renew"):
+        refused = carol.context.request.post(f"{base}/keys/{key_id}/{action}",
+                                             form={"name": "forged", "expiry": "90"})
+        assert refused.status == 403, action
+    bob = new_user_session("bob")
+    token = bob.page.locator('input[name="csrf_token"]').first.get_attribute("value") or ""
+    for action in ("edit", "renew"):
+        other = bob.context.request.post(f"{base}/keys/{key_id}/{action}",
+                                         form={"csrf_token": token, "name": "bob's now",
+                                               "expiry": "90"})
+        assert other.status == 404, action
+    carol.go(f"/keys/{key_id}")
+    expect(page.get_by_role("heading", name="cron on the NAS")).to_be_visible()
     audit = page.locator("table.audit tbody")
     expect(audit.locator(".action-update")).to_have_count(2)  # not the no-op
     expect(audit).to_contain_text("allowed_networks")
