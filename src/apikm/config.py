@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=1, le=64, description="worker processes of apikm serve")
     public_url: str = Field("", description="External base URL; default http://host:port")
+    gateway_urls: Annotated[list[str], NoDecode] = Field(
+        [], description="URLs of the services behind apikm's gateways, shown to key owners "
+        "in the ready-to-paste snippets ('https://maps.example.org/wms?service=WMS,...'); "
+        "default: APIKM_PUBLIC_URL")
     data_dir: Path = Path("var")
     database_url: str = ""
     log_level: str = "INFO"
@@ -166,7 +170,7 @@ class Settings(BaseSettings):
                                            "OpenAPI document")
 
     @field_validator("trusted_proxies", "introspect_networks", "auth_header",
-                     "token_audience", mode="before")
+                     "token_audience", "gateway_urls", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
@@ -264,6 +268,14 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL")
         return value.rstrip("/")
 
+    @field_validator("gateway_urls")
+    @classmethod
+    def _gateway_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not re.match(r"^https?://[^/\s?#]+[^\s]*$", url):
+                raise ValueError(f"{url!r} is not an http(s) URL")
+        return value
+
     @model_validator(mode="after")
     def _staleness(self) -> Settings:
         if self.keycloak_sync_freq == -1 and "max_staleness" not in self.model_fields_set:
@@ -304,6 +316,10 @@ class Settings(BaseSettings):
     @property
     def base_url(self) -> str:
         return self.public_url or f"http://{self.host}:{self.port}"
+
+    @property
+    def effective_gateway_urls(self) -> list[str]:
+        return self.gateway_urls or [self.base_url]
 
 
 def normalize_database_url(url: str) -> str:

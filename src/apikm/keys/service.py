@@ -201,13 +201,16 @@ class KeyService:
 
     # --- read ----------------------------------------------------------------------------
     async def list_keys(self, owner_id: str | None, status: str | None = None,
-                   limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+                        limit: int = 100, offset: int = 0, *,
+                        public_id: str | None = None) -> list[dict[str, Any]]:
         now = utcnow()
         if owner_id is not None and not policy.storable(owner_id):
             return []
         query = sa.select(api_keys).order_by(api_keys.c.created_at.desc(), api_keys.c.id)
         if owner_id is not None:
             query = query.where(api_keys.c.owner_id == owner_id)
+        if public_id is not None:  # the part of a key its hint shows (admins' search)
+            query = query.where(api_keys.c.public_id == public_id)
         if status is not None:
             query = query.where(_status_filter(status, now))
         async with self._engine.connect() as conn:
