@@ -1,7 +1,7 @@
 """Debian's nginx and Caddy, run as our own processes with the configs from ``deploy/``.
 
 The operator-facing files use example addresses (apikm on 127.0.0.1:8000, the service on
-127.0.0.1:8090 for nginx and 127.0.0.1:9000 for Caddy, files under /srv, the gateway on 8088
+127.0.0.1:8090, files under /srv, the gateway on 8088
 (nginx) and 8081 (Caddy)); the tests swap in their own, so what is tested is the very block an
 operator copies.
 """
@@ -129,7 +129,7 @@ def caddy_gateway(apikm_url: str, upstream_url: str) -> Iterator[Gateway]:
     port = free_port()
     config = (DEPLOY / "caddy" / "Caddyfile").read_text()
     config = (config.replace("127.0.0.1:8000", _host_port(apikm_url))
-                    .replace("127.0.0.1:9000", _host_port(upstream_url))
+                    .replace("127.0.0.1:8090", _host_port(upstream_url))
                     .replace(":8081 {", f"http://127.0.0.1:{port} {{")
                     .replace("root * /srv", f"root * {srv}"))
     global_options = "{\n\tadmin off\n\tauto_https off\n}\n"
