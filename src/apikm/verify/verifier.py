@@ -4,6 +4,10 @@ Kept free of HTTP so the gateway path (``/v1/auth``, ``/v1/verify``), introspect
 token exchange all call the same ``Verifier.verify``. A cache hit costs one HMAC, a few dict
 probes and float comparisons; nothing here awaits I/O unless the key is not cached, the
 key has its own rate limit, or the attempt failed (failures are counted).
+
+Alerts (``apikm.alerts``) are fed in memory: a VALID use adds a dict and a set probe (is
+this address known for the key?); a retired secret, a tripped limit are noticed on the
+refusal paths. The alert writer stores them in the background.
 """
 
 from __future__ import annotations
@@ -14,13 +18,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from apikm.alerts.feed import AlertFeed
 from apikm.compat.legacy_keys import LEGACY_PEPPER_ID, is_legacy_key, legacy_digest
 from apikm.keys.format import is_well_formed
 from apikm.keys.hashing import PepperRing
-from apikm.verify.codes import COUNTED_FAILURES, MESSAGES, Code
+from apikm.verify.codes import COUNTED_FAILURES, MESSAGES, ROTATED, Code
 from apikm.verify.limiter import Limiter, address_group
 from apikm.verify.metrics import STATS
-from apikm.verify.record import KeyRecord
+from apikm.verify.record import KeyRecord, RetiredSecret
 from apikm.verify.rules import decide
 from apikm.verify.store import KeyStore
 from apikm.verify.usage import UsageRecorder
@@ -70,6 +75,7 @@ def identity_json(record: KeyRecord) -> dict[str, Any]:
 
 _MALFORMED = Verification(Code.MALFORMED)
 _NOT_FOUND = Verification(Code.NOT_FOUND)
+_ROTATED = Verification(Code.REVOKED, reason=ROTATED)
 
 
 class Verifier:
@@ -81,6 +87,7 @@ class Verifier:
         limiter: Limiter,
         usage: UsageRecorder,
         max_staleness: timedelta | None = None,
+        alerts: AlertFeed | None = None,
     ) -> None:
         self.prefix = prefix
         self._key_start = prefix + "_"
@@ -88,6 +95,7 @@ class Verifier:
         self.store = store
         self.limiter = limiter
         self.usage = usage
+        self.alerts = alerts if alerts is not None else AlertFeed()
         self._max_staleness = max_staleness.total_seconds() if max_staleness else None
         # True while keys imported from APIKeyManager exist (uuid4 keys, apikm.compat).
         self.legacy_keys = False
@@ -124,6 +132,7 @@ class Verifier:
         record = self.store.cached(current_hash)
         presented_hash = current_hash
         from_cache = record is not None
+        now = time.time()
         if from_cache:
             STATS.lookups["cache"] += 1
         else:
@@ -131,9 +140,11 @@ class Verifier:
             if found is None:
                 await self.limiter.record_failure(group)
                 return _NOT_FOUND
-            presented_hash, record = found
+            presented_hash, named = found
+            if isinstance(named, RetiredSecret):
+                return await self._retired(named, client_ip, group, now)
+            record = named
         assert record is not None
-        now = time.time()
         decision = decide(record, presented_hash, now, client_ip, required_roles,
                           self._max_staleness)
         if decision.code is Code.STALE and from_cache:
@@ -142,25 +153,57 @@ class Verifier:
             found = await self.store.find(self._candidates(key, legacy))
             if found is None:
                 return _NOT_FOUND
-            presented_hash, record = found
+            presented_hash, named = found
+            if isinstance(named, RetiredSecret):
+                return await self._retired(named, client_ip, group, now)
+            record = named
             decision = decide(record, presented_hash, now, client_ip, required_roles,
                               self._max_staleness)
         code = decision.code
         if code is not Code.VALID:
             if code in COUNTED_FAILURES:
-                await self.limiter.record_failure(group)
+                await self._count_failure(record, decision.reason, client_ip, group, now)
             return Verification(code, record, decision.missing_roles, decision.reason)
         if record.rate_limit and not await self.limiter.allow_key_use(record.id,
                                                                       record.rate_limit):
             retry = await self.limiter.key_retry_after(record.id, record.rate_limit)
+            self.alerts.limit_tripped(record.id, record.owner_id, "key_rate", client_ip, now,
+                                      self.limiter.key_window(record.rate_limit))
             return Verification(Code.RATE_LIMITED, record=record, reason="key rate limit",
                                 retry_after=retry)
         self.usage.record(record.id, now, client_ip)
+        self.alerts.used(record.id, client_ip, now)
         if presented_hash == record.secret_hash != current_hash:
             # Hashed with a retired pepper, or imported as an unsalted SHA-256: move it to
             # the current pepper while we hold the key, so the old hash can go.
             self.usage.rehash(record.id, presented_hash, current_hash, self.peppers.current_id)
         return Verification(Code.VALID, record)
+
+    async def _count_failure(self, record: KeyRecord, reason: str | None,
+                             client_ip: str | None, group: str, now: float) -> None:
+        """A known key refused: count it against the address; alert on a previous secret
+        presented after its overlap, and on this failure blocking the address."""
+        live = record.status != "revoked"
+        if live and reason == ROTATED:
+            self.alerts.secret_reused(record.id, record.owner_id, record.generation - 1,
+                                      client_ip, now)
+        if await self.limiter.record_failure(group) and live:
+            self.alerts.limit_tripped(record.id, record.owner_id, "failures", client_ip, now,
+                                      self.limiter.failure_window)
+
+    async def _retired(self, secret: RetiredSecret, client_ip: str | None, group: str,
+                       now: float) -> Verification:
+        """A secret a rotation retired: REVOKED, never NOT_FOUND. While the key lives, its
+        holder has a secret the owner rotated away: a possible leak."""
+        blocked = await self.limiter.record_failure(group)
+        if secret.key_status == "revoked":
+            return Verification(Code.REVOKED, reason=secret.revoked_reason)
+        self.alerts.secret_reused(secret.key_id, secret.owner_id, secret.generation,
+                                  client_ip, now)
+        if blocked:
+            self.alerts.limit_tripped(secret.key_id, secret.owner_id, "failures", client_ip,
+                                      now, self.limiter.failure_window)
+        return _ROTATED
 
     def _candidates(self, key: str, legacy: bool) -> dict[str, str]:
         """hash -> pepper id of every form the key may be stored in."""
