@@ -5,22 +5,17 @@ tripped; each written once, as an audit event, by the background writer."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
-import sqlalchemy as sa
 
-from apikm.db import create_engine
 from apikm.devstack import keycloak as devstack
-from apikm.keys.tables import api_keys
 from tests.support.apikm_server import ApikmServer, apikm_server
-from tests.support.keys import new_key, user_client, verify_key
+from tests.support.keys import age_key, new_key, user_client, verify_key
 
 pytestmark = pytest.mark.integration
 Clients = Callable[[str], httpx.Client]
@@ -30,18 +25,6 @@ FLUSHES = 1.6  # a few of the tests' 0.5 s flush intervals: whatever is due is w
 def unique_ip() -> str:
     raw = uuid.uuid4().int
     return f"10.{raw % 250}.{(raw >> 8) % 250}.{(raw >> 16) % 250 + 1}"
-
-
-def age_key(server: ApikmServer, key_id: str) -> None:
-    """Make the key older than its first day, as if created two days ago."""
-    async def run() -> None:
-        engine = create_engine(server.database_url)
-        async with engine.begin() as conn:
-            await conn.execute(sa.update(api_keys).where(api_keys.c.id == key_id).values(
-                created_at=datetime.now(UTC) - timedelta(days=2)))
-        await engine.dispose()
-
-    asyncio.run(run())
 
 
 def alerts(owner: httpx.Client, key_id: str, action: str | None = None) -> list[dict[str, Any]]:
@@ -197,3 +180,24 @@ def test_with_the_policy_a_reused_secret_revokes_its_key(
             "revoked", "secret_reuse", "apikm")
         answer = verify_key(anyone, rotated["key"])
         assert answer["code"] == "REVOKED" and answer["reason"] == "secret_reuse"
+
+
+# --- two replicas on one PostgreSQL ------------------------------------------------------
+def test_two_replicas_write_each_alert_once(
+        postgres_url: str, keycloak: devstack.StackInfo, token: Callable[[str], str]) -> None:
+    from tests.support.replicas import replica_pair
+
+    with replica_pair(postgres_url, keycloak.base_url) as (a, b), \
+            user_client(a.url, token("alice")) as alice, \
+            httpx.Client(base_url=a.url) as on_a, httpx.Client(base_url=b.url) as on_b:
+        created = new_key(alice)
+        age_key(a, created["id"])
+        rotated = alice.post(f"/v1/keys/{created['id']}/rotate", json={}).json()
+        ip = unique_ip()
+        for client in (on_a, on_b, on_a, on_b):  # both replicas see both events
+            assert auth_from(client, rotated["key"], "10.66.1.2") == 200
+            assert verify_key(client, created["key"], client_ip=ip)["reason"] == "rotated"
+        assert [a["details"]["network"] for a in
+                settled_alerts(alice, created["id"], "new_network", 1)] == ["10.66.1.0/24"]
+        assert [a["details"]["address"] for a in
+                settled_alerts(alice, created["id"], "secret_reuse", 1)] == [ip]
