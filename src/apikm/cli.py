@@ -35,6 +35,11 @@ from apikm.compat.cli import import_app  # noqa: E402
 
 app.add_typer(import_app, name="import")
 
+# Leaked keys (issue 13): `apikm keys scan [FILE|-] [--revoke] [--json]`.
+from apikm.leaks.cli import keys_scan  # noqa: E402
+
+keys_app.command("scan")(keys_scan)
+
 
 def _settings() -> Settings:
     try:
@@ -77,9 +82,12 @@ def serve(
     if server == "uvicorn":
         import uvicorn
 
+        from apikm.web.gateway_protocol import GatewayProtocol
+
+        # GatewayProtocol: uvicorn's httptools protocol answering the gateway path in place.
         uvicorn.run("apikm.web.app:app_factory", factory=True, host=settings.host,
-                    port=settings.port, workers=settings.workers, access_log=False,
-                    log_config=None, proxy_headers=False, server_header=False,
+                    http=GatewayProtocol, port=settings.port, workers=settings.workers,
+                    access_log=False, log_config=None, proxy_headers=False, server_header=False,
                     # Longer than gateways keep idle upstream connections (nginx 60 s), so
                     # apikm never closes one a gateway is about to reuse.
                     timeout_keep_alive=75)

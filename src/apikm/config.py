@@ -140,6 +140,15 @@ class Settings(BaseSettings):
     introspect_networks: Annotated[list[str], NoDecode] = ["127.0.0.1/32", "::1/128"]
     introspect_role: str = "apikm-introspect"
 
+    # --- leak reports (apikm.leaks) -------------------------------------------------------
+    leak_report_keys: str = Field(
+        "", description="public keys GitHub signs secret scanning reports with: JSON or the "
+        "path of a JSON file, GitHub's /meta/public_keys/secret_scanning document or "
+        "{\"<key identifier>\": \"<PEM>\"}; read at start, never fetched. Empty: only "
+        "admins may report")
+    leak_report_max_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024,
+                                       description="largest body of POST /v1/leaks")
+
     # --- CS Group APIKeyManager compatibility (apikm.compat) -----------------------------
     compat_api: bool = Field(True, description="serve APIKeyManager's API: /auth/check_key, "
                              "/auth/api_key/..., /auth/me, /health/status, /k/<key>/...")
@@ -236,6 +245,14 @@ class Settings(BaseSettings):
 
         if value is not None:
             parse_encryption_keys(value.get_secret_value())  # EncryptionKeyError: ValueError
+        return value
+
+    @field_validator("leak_report_keys")
+    @classmethod
+    def _leak_keys(cls, value: str) -> str:
+        from apikm.leaks.signatures import load_public_keys
+
+        load_public_keys(value)  # LeakKeysError (a ValueError) names what is wrong
         return value
 
     @field_validator("max_staleness", "revoke_disabled_after", mode="before")

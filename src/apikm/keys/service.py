@@ -347,13 +347,19 @@ class KeyService:
         return self.present(row, now)
 
     async def revoke(self, key_id: str, owner_id: str | None, actor: Actor,
-                     reason: str | None = None) -> dict[str, Any]:
+                     reason: str | None = None, *,
+                     also_audit: tuple[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Revoke the key (a revoked one stays as it is). ``also_audit``: one more audit row
+        (action, details) for the key by the same actor, in the same transaction, written
+        whether or not this call revoked it (a leak report on an already revoked key)."""
         now = utcnow()
         if reason is not None:
             reason = policy.check_reason(reason)
         async with write_transaction(self._engine) as conn:
             await revoke_in(conn, key_id, owner_id, actor, reason, now)
             row = await self._fetch(conn, key_id, owner_id)
+            if also_audit is not None:
+                await _audit(conn, also_audit[0], actor, key_id, row.owner_id, also_audit[1])
         self._on_change(Kind.KEY, key_id)
         return self.present(row, now)
 
