@@ -116,6 +116,9 @@ class Settings(BaseSettings):
                                      "key; changes reach every replica's cache at once")
     cache_max_keys: int = Field(100_000, ge=100)
     usage_flush_seconds: float = Field(5.0, gt=0)
+    revoke_on_secret_reuse: bool = Field(False, description="revoke a key when a secret its "
+                                         "rotation retired is presented after the overlap "
+                                         "(the owner and admins are alerted either way)")
 
     # --- forward auth (/v1/auth) ---------------------------------------------------------
     auth_header: Annotated[list[str], NoDecode] = Field(

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
+import apikm.alerts.tables
 import apikm.cluster.tables
 import apikm.identity.tables
 import apikm.keys.tables
@@ -21,7 +22,8 @@ from apikm.db import create_engine, metadata
 from apikm.migrations import upgrade
 
 pytestmark = pytest.mark.integration
-_ = (apikm.cluster.tables, apikm.identity.tables, apikm.tokens.tables, apikm.verify.tables)
+_ = (apikm.alerts.tables, apikm.cluster.tables, apikm.identity.tables, apikm.tokens.tables,
+     apikm.verify.tables)
 
 
 def differences(url: str) -> list[Any]:

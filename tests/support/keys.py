@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
+
+from apikm.db import create_engine
+from apikm.keys.tables import api_keys
 
 
 def create_key(client: httpx.Client, roles: list[str], **fields: Any) -> tuple[str, dict[str, Any]]:
@@ -37,3 +44,17 @@ def verify_key(client: httpx.Client, key: object, **fields: Any) -> dict[str, An
     assert response.status_code == 200, response.text
     answer: dict[str, Any] = response.json()
     return answer
+
+
+def age_key(server: Any, key_id: str, days: float = 2) -> None:
+    """Make a key of ``server`` (an ApikmServer) look created ``days`` ago, in its database."""
+    async def run() -> None:
+        engine = create_engine(server.database_url)
+        async with engine.begin() as conn:
+            await conn.execute(sa.update(api_keys).where(api_keys.c.id == key_id).values(
+                created_at=datetime.now(UTC) - timedelta(days=days)))
+        await engine.dispose()
+
+    # In a thread of its own: Playwright's sync API keeps an event loop running in this one.
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, run()).result()

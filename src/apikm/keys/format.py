@@ -95,6 +95,15 @@ def key_hint(prefix: str, public_id: str) -> str:
     return f"{prefix}_{public_id}..."
 
 
+SECRET_TAIL_LENGTH = 4
+
+
+def secret_tail(key: str) -> str:
+    """The last characters of a key (part of its checksum): shown next to the public id so a
+    person can tell a key's secret generations apart, and nothing to guess the key with."""
+    return key[-SECRET_TAIL_LENGTH:]
+
+
 def key_pattern(prefix: str) -> re.Pattern[str]:
     """Finds keys in free text (log redaction, secret scanning)."""
     return re.compile(rf"\b{re.escape(prefix)}_[0-9A-Za-z]{{{BODY_LENGTH}}}\b")

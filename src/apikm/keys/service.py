@@ -30,9 +30,9 @@ from apikm.cluster.events import Kind, emit
 from apikm.db import utcnow, write_transaction
 from apikm.identity.principal import Principal
 from apikm.keys import policy
-from apikm.keys.format import generate_key, key_hint
+from apikm.keys.format import generate_key, key_hint, secret_tail
 from apikm.keys.hashing import PepperRing
-from apikm.keys.tables import api_keys, audit_events, key_usage_daily
+from apikm.keys.tables import api_keys, audit_events, key_usage_daily, retired_secrets
 
 STATUSES = ("active", "expired", "revoked", "suspended")  # as users filter their keys
 
@@ -157,6 +157,7 @@ class KeyService:
             "updated_at": now,
             "use_count": 0,
             "all_roles": new.all_roles,
+            "generation": 1,
         }
         async with write_transaction(self._engine) as conn:
             await _serialise_creates(conn, owner.user_id)
@@ -190,7 +191,7 @@ class KeyService:
             key = generate_key(self._rules.prefix)
             row = {**values, "public_id": key.public_id,
                    "secret_hash": self._peppers.digest(key.full),
-                   "pepper_id": self._peppers.current_id}
+                   "pepper_id": self._peppers.current_id, "secret_tail": secret_tail(key.full)}
             try:
                 async with conn.begin_nested():
                     await conn.execute(sa.insert(api_keys).values(row))
@@ -308,11 +309,14 @@ class KeyService:
                 previous_secret_expires_at=now + overlap if keep_old else None,
                 rotated_at=now,
                 updated_at=now,
+                generation=row.generation + 1,
+                secret_tail=secret_tail(key.full),
             ))
             if changed.rowcount != 1:
                 raise policy.PolicyError("only an active key can be rotated")
+            await _retire_secret(conn, row, now, now + overlap)
             await _audit(conn, "rotate", actor, key_id, row.owner_id,
-                         {"overlap_seconds": overlap_seconds})
+                         {"overlap_seconds": overlap_seconds, "generation": row.generation + 1})
             await emit(conn, Kind.KEY, key_id)
             row = await self._fetch(conn, key_id, owner_id)
         self._on_change(Kind.KEY, key_id)
@@ -355,28 +359,27 @@ class KeyService:
         if reason is not None:
             reason = policy.check_reason(reason)
         async with write_transaction(self._engine) as conn:
-            # Whoever changes the row revokes, and audits; a concurrent revoke of the same
-            # key finds it revoked and answers the same revocation (same revoked_at).
-            revoked = await conn.execute(sa.update(api_keys).where(
-                *_key_of(key_id, owner_id), api_keys.c.status != "revoked",
-            ).values(
-                status="revoked", revoked_at=now, revoked_by=actor.name[:255],
-                revoked_reason=(reason or "revoked by " + actor.name)[:255],
-                # The previous secret of a rotation stays known, so it answers REVOKED
-                # (not NOT_FOUND) like the current one; its overlap ends now.
-                previous_secret_expires_at=sa.case(
-                    (api_keys.c.previous_secret_hash.is_not(None), now), else_=None),
-                updated_at=now,
-            ))
+            await revoke_in(conn, key_id, owner_id, actor, reason, now)
             row = await self._fetch(conn, key_id, owner_id)
-            if revoked.rowcount == 1:
-                await _audit(conn, "revoke", actor, key_id, row.owner_id,
-                             {"reason": reason} if reason else {})
-                await emit(conn, Kind.KEY, key_id)
             if also_audit is not None:
                 await _audit(conn, also_audit[0], actor, key_id, row.owner_id, also_audit[1])
         self._on_change(Kind.KEY, key_id)
         return self.present(row, now)
+
+    async def secret_generations(self, key_id: str, owner_id: str | None
+                                 ) -> list[dict[str, Any]]:
+        """The key's retired secrets, newest first: generation, hint, retired, overlap end."""
+        async with self._engine.connect() as conn:
+            key = await self._fetch(conn, key_id, owner_id)
+            rows = (await conn.execute(
+                sa.select(retired_secrets.c.generation, retired_secrets.c.secret_tail,
+                          retired_secrets.c.retired_at, retired_secrets.c.overlap_ends_at)
+                .where(retired_secrets.c.key_id == key_id)
+                .order_by(retired_secrets.c.generation.desc()))).all()
+        return [{"generation": row.generation,
+                 "hint": secret_hint(self._rules.prefix, key.public_id, row.secret_tail),
+                 "retired_at": row.retired_at, "overlap_ends_at": row.overlap_ends_at}
+                for row in rows]
 
     # --- helpers -------------------------------------------------------------------------
     async def _fetch(self, conn: AsyncConnection, key_id: str, owner_id: str | None,
@@ -416,7 +419,58 @@ class KeyService:
             "use_count": row.use_count,
             "all_roles": bool(row.all_roles),
             "imported_from": row.imported_from,
+            "generation": row.generation,
+            "secret_hint": secret_hint(self._rules.prefix, row.public_id, row.secret_tail),
         }
+
+
+def secret_hint(prefix: str, public_id: str, tail: str | None) -> str:
+    """The hint of one secret generation: the key's public id and the secret's last
+    characters ("apikm_AbCd1234...wXyZ"), or the key's hint when they are not known."""
+    hint = key_hint(prefix, public_id)
+    return hint + tail if tail else hint
+
+
+async def _retire_secret(conn: AsyncConnection, row: Any, now: datetime,
+                         overlap_ends: datetime) -> None:
+    """Keep the rotated-away secret known; an older one's overlap ends now (the key holds
+    one previous secret at a time)."""
+    await conn.execute(sa.update(retired_secrets).where(
+        retired_secrets.c.key_id == row.id, retired_secrets.c.overlap_ends_at > now,
+    ).values(overlap_ends_at=now))
+    await conn.execute(sa.insert(retired_secrets).values(
+        secret_hash=row.secret_hash, pepper_id=row.pepper_id, key_id=row.id,
+        generation=row.generation, secret_tail=row.secret_tail, retired_at=now,
+        overlap_ends_at=overlap_ends))
+
+
+async def revoke_in(conn: AsyncConnection, key_id: str, owner_id: str | None, actor: Actor,
+                    reason: str | None, now: datetime) -> bool:
+    """Revoke in the caller's write transaction, with its audit row and change event; True
+    if this revoked it (False: not found, or revoked already). The caller applies the
+    change to its cache after the commit."""
+    # Whoever changes the row revokes, and audits; a concurrent revoke of the same key finds
+    # it revoked and answers the same revocation (same revoked_at).
+    revoked = await conn.execute(sa.update(api_keys).where(
+        *_key_of(key_id, owner_id), api_keys.c.status != "revoked",
+    ).values(
+        status="revoked", revoked_at=now, revoked_by=actor.name[:255],
+        revoked_reason=(reason or "revoked by " + actor.name)[:255],
+        # The previous secret of a rotation stays known, so it answers REVOKED (not
+        # NOT_FOUND) like the current one; its overlap ends now.
+        previous_secret_expires_at=sa.case(
+            (api_keys.c.previous_secret_hash.is_not(None), now), else_=None),
+        updated_at=now,
+    ))
+    if revoked.rowcount != 1:
+        return False
+    await conn.execute(sa.update(retired_secrets).where(
+        retired_secrets.c.key_id == key_id, retired_secrets.c.overlap_ends_at > now,
+    ).values(overlap_ends_at=now))
+    owner = await conn.scalar(sa.select(api_keys.c.owner_id).where(api_keys.c.id == key_id))
+    await _audit(conn, "revoke", actor, key_id, owner, {"reason": reason} if reason else {})
+    await emit(conn, Kind.KEY, key_id)
+    return True
 
 
 def _key_of(key_id: str, owner_id: str | None) -> list[sa.ColumnElement[bool]]:

@@ -44,6 +44,29 @@ api_keys = sa.Table(
     sa.Column("all_roles", sa.Boolean(), nullable=False, server_default=sa.false()),
     # "apikeymanager" for keys imported from CS Group's APIKeyManager (apikm.compat).
     sa.Column("imported_from", sa.String(32)),
+    # Secret generation: 1 at creation, +1 per rotation; with the last characters of the
+    # current secret (part of its checksum, nothing to use it with) a person can tell which
+    # secret a tool holds: the public id stays the same across rotations.
+    sa.Column("generation", sa.Integer(), nullable=False, server_default="1"),
+    sa.Column("secret_tail", sa.String(8)),
+)
+
+# Every secret a rotation retired, so that one presented after its overlap is recognised
+# (REVOKED "rotated", a ``secret_reuse`` alert) instead of answering NOT_FOUND. Read only on
+# a lookup that found no live key, never on the cached path.
+retired_secrets = sa.Table(
+    "retired_secrets",
+    metadata,
+    sa.Column("secret_hash", sa.String(64), primary_key=True),
+    sa.Column("pepper_id", sa.String(32), nullable=False),
+    sa.Column("key_id", sa.String(36), sa.ForeignKey("api_keys.id", ondelete="CASCADE"),
+              nullable=False, index=True),
+    sa.Column("generation", sa.Integer(), nullable=False),
+    sa.Column("secret_tail", sa.String(8)),
+    sa.Column("retired_at", UTCDateTime(), nullable=False),
+    # The end of the overlap it was given (its retirement time without one); cut short when
+    # a later rotation or a revocation ends it.
+    sa.Column("overlap_ends_at", UTCDateTime(), nullable=False),
 )
 
 key_usage_daily = sa.Table(

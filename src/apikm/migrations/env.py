@@ -7,6 +7,7 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
+import apikm.alerts.tables
 import apikm.cluster.tables
 import apikm.identity.tables
 import apikm.keys.tables
@@ -16,7 +17,8 @@ from apikm.db import create_engine, metadata
 
 config = context.config
 target_metadata = metadata
-_ = (apikm.cluster.tables, apikm.identity.tables, apikm.tokens.tables, apikm.verify.tables)
+_ = (apikm.alerts.tables, apikm.cluster.tables, apikm.identity.tables, apikm.tokens.tables,
+     apikm.verify.tables)
 
 
 def _run(connection: Connection) -> None:

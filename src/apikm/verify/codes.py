@@ -31,6 +31,9 @@ MESSAGES: dict[Code, str] = {
     Code.STALE: "the owner's rights could not be confirmed with Keycloak recently",
 }
 
+# The ``reason`` of REVOKED for a secret a rotation retired, presented after its overlap.
+ROTATED = "rotated"
+
 # Outcomes that look like guessing or stolen-key use: they count towards the per-address
 # failure limit. Authorization outcomes of a good key (roles, staleness) do not.
 COUNTED_FAILURES = frozenset(

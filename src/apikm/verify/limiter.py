@@ -131,7 +131,18 @@ class Limiter:
             return None
         return int(remaining) + 1
 
-    async def record_failure(self, group: str) -> None:
+    @property
+    def failure_window(self) -> int:
+        """Seconds of the failure limit's window."""
+        return int(self._failures.get_expiry())
+
+    def key_window(self, limit: str) -> int:
+        """Seconds of a key's own limit's window (after ``allow_key_use`` parsed it)."""
+        item = self._key_limits.get(limit)
+        return int(item.get_expiry()) if item is not None else 0
+
+    async def record_failure(self, group: str) -> bool:
+        """Count a failure; True when it used up the group's allowance (blocked now)."""
         if self._shared is not None:
             count, reset = await self._shared.hit(group)
             exhausted = count >= self._failures.amount
@@ -145,6 +156,7 @@ class Limiter:
             until = max(reset, time.time() + 1.0)
             self.block(group, until)
             self._on_block(group, until)
+        return exhausted
 
     def _prune_now_and_then(self) -> None:
         now = time.time()

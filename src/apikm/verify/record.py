@@ -40,6 +40,7 @@ class KeyRecord:
     # The owner's Keycloak attributes named in APIKM_OAUTH2_ATTRIBUTES (apikm.compat).
     owner_attributes: dict[str, Any] = field(default_factory=dict)
     imported_from: str | None = None
+    generation: int = 1  # of the current secret; the previous one is generation - 1
     # Derived once: epoch seconds for the per-request comparisons, effective roles.
     expires_ts: float = field(init=False, repr=False)
     previous_expires_ts: float = field(init=False, repr=False)
@@ -87,7 +88,20 @@ def record_from_row(row: Any) -> KeyRecord:
         all_roles=bool(row.all_roles),
         owner_attributes=attribute_values(row.attributes),
         imported_from=row.imported_from,
+        generation=row.generation,
     )
+
+
+@dataclass(frozen=True)
+class RetiredSecret:
+    """A secret a rotation retired, found by a lookup that found no live key: it never
+    verifies; it answers REVOKED and, if the key is live, raises a ``secret_reuse`` alert."""
+
+    key_id: str
+    owner_id: str
+    generation: int
+    key_status: str
+    revoked_reason: str | None
 
 
 def attribute_values(stored: Any) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from apikm.networks import address_in
-from apikm.verify.codes import Code
+from apikm.verify.codes import ROTATED, Code
 from apikm.verify.record import KeyRecord
 
 
@@ -36,7 +36,7 @@ def decide(
         return Decision(Code.REVOKED, reason=record.revoked_reason)
     # The previous secret of a rotated key: valid only during the overlap.
     if presented_hash != record.secret_hash and record.previous_expires_ts <= now:
-        return Decision(Code.REVOKED, reason="rotated")
+        return Decision(Code.REVOKED, reason=ROTATED)
     if record.expires_ts <= now:
         return Decision(Code.EXPIRED)
     if record.status == "suspended" or not record.owner_enabled:

@@ -5,6 +5,11 @@ the cache through change events (``apikm.cluster``): this process applies its ow
 other replicas' within a fraction of a second. The TTL is only a backstop; while the event
 log cannot be read it drops to ``DEGRADED_TTL``.
 
+A lookup that finds no live key looks for the hash among the secrets rotations retired, in
+the same lookup (one thread hop, shared by concurrent misses, never cached): such a secret
+is recognised (``RetiredSecret``) instead of answering NOT_FOUND. The cached path never
+reads them.
+
 A busy key never waits for the database: once its entry has lived ``REFRESH_AT`` of its
 lifetime, the next use re-reads it in the background while the entry still answers. And
 concurrent misses for one key share one query. Without both, every few seconds each busy
@@ -27,11 +32,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from apikm.cluster.events import Event, Kind
 from apikm.db import READER_THREADS
 from apikm.identity.tables import owners
-from apikm.keys.tables import api_keys
+from apikm.keys.tables import api_keys, retired_secrets
 from apikm.verify.metrics import STATS
-from apikm.verify.record import KeyRecord, record_from_row
+from apikm.verify.record import KeyRecord, RetiredSecret, record_from_row
 
-Found = tuple[str, KeyRecord] | None  # (matching hash, record)
+Found = tuple[str, KeyRecord | RetiredSecret] | None  # (matching hash, what it names)
 DEGRADED_TTL = 1.0
 REFRESH_AT = 0.8  # share of an entry's lifetime after which a use refreshes it
 
@@ -42,7 +47,7 @@ _LOOKUP_COLUMNS = [
     api_keys.c.previous_secret_expires_at, api_keys.c.revoked_reason, api_keys.c.owner_id,
     owners.c.username, owners.c.email, owners.c.enabled, owners.c.roles.label("owner_roles"),
     owners.c.groups, owners.c.synced_at, api_keys.c.all_roles, api_keys.c.imported_from,
-    owners.c.attributes,
+    owners.c.attributes, api_keys.c.generation,
 ]
 
 
@@ -78,8 +83,9 @@ class KeyStore:
                 return hit[1]
         return None
 
-    async def find(self, hashes: Iterable[str]) -> tuple[str, KeyRecord] | None:
-        """(matching hash, record) for the first hash that names a key, else None."""
+    async def find(self, hashes: Iterable[str]) -> Found:
+        """(matching hash, record) for the first hash that names a key; (hash, retired
+        secret) when only a retired secret matches; else None."""
         candidates = tuple(hashes)
         for digest in candidates:
             record = self.cached(digest)
@@ -112,33 +118,44 @@ class KeyStore:
     async def _read(self, candidates: tuple[str, ...]) -> Found:
         generation = self._generation
         found = await self._query(list(candidates))
-        if found is not None and self._ttl > 0 and generation == self._generation:
-            self._remember(found[0], found[1])
-        elif found is None and generation == self._generation:
-            for digest in candidates:  # a refresh found the key gone (no event seen)
-                entry = self._cache.pop(digest, None)
+        digest, record = found if found is not None else ("", None)
+        if isinstance(record, KeyRecord):
+            if self._ttl > 0 and generation == self._generation:
+                self._remember(digest, record)
+        elif generation == self._generation:  # none, or only a retired secret
+            for candidate in candidates:  # a refresh found the key gone (no event seen)
+                entry = self._cache.pop(candidate, None)
                 if entry is not None:
-                    self._forget_hash(digest, entry[1])
+                    self._forget_hash(candidate, entry[1])
         return found
 
-    async def _query(self, hashes: list[str]) -> tuple[str, KeyRecord] | None:
-        query = _lookup_query(hashes)
+    async def _query(self, hashes: list[str]) -> Found:
         if self._reader is not None and self._threads is not None:
-            row = await asyncio.get_running_loop().run_in_executor(
-                self._threads, self._read_sync, query)
+            row, retired = await asyncio.get_running_loop().run_in_executor(
+                self._threads, self._read_sync, hashes)
         else:
             async with self._engine.connect() as connection:
-                row = (await connection.execute(query)).first()
-        if row is None:
-            return None
-        record = record_from_row(row)
-        matched = next(h for h in hashes if h in (record.secret_hash, record.previous_secret_hash))
-        return matched, record
+                row = (await connection.execute(_lookup_query(hashes))).first()
+                retired = None if row is not None else (
+                    await connection.execute(_retired_query(hashes))).first()
+        if row is not None:
+            record = record_from_row(row)
+            matched = next(h for h in hashes
+                           if h in (record.secret_hash, record.previous_secret_hash))
+            return matched, record
+        if retired is not None:
+            return retired.secret_hash, RetiredSecret(
+                retired.key_id, retired.owner_id, retired.generation, retired.status,
+                retired.revoked_reason)
+        return None
 
-    def _read_sync(self, query: sa.Select[Any]) -> Any:
+    def _read_sync(self, hashes: list[str]) -> tuple[Any, Any]:
         assert self._reader is not None
         with self._reader.connect() as connection:
-            return connection.execute(query).first()
+            row = connection.execute(_lookup_query(hashes)).first()
+            if row is not None:
+                return row, None
+            return None, connection.execute(_retired_query(hashes)).first()
 
     def close(self) -> None:
         if self._threads is not None:
@@ -225,3 +242,14 @@ def _lookup_query(hashes: list[str]) -> sa.Select[Any]:
         )
     )
 
+
+
+def _retired_query(hashes: list[str]) -> sa.Select[Any]:
+    return (
+        sa.select(retired_secrets.c.secret_hash, retired_secrets.c.key_id,
+                  retired_secrets.c.generation, api_keys.c.owner_id, api_keys.c.status,
+                  api_keys.c.revoked_reason)
+        .select_from(retired_secrets.join(api_keys, api_keys.c.id == retired_secrets.c.key_id))
+        .where(retired_secrets.c.secret_hash.in_(hashes))
+        .limit(1)
+    )

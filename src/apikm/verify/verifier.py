@@ -4,6 +4,10 @@ Kept free of HTTP so the gateway path (``/v1/auth``, ``/v1/verify``), introspect
 token exchange all call the same ``Verifier.verify``. A cache hit costs one HMAC, a few dict
 probes and float comparisons; nothing here awaits I/O unless the key is not cached, the
 key has its own rate limit, or the attempt failed (failures are counted).
+
+Alerts (``apikm.alerts``) are fed in memory: a VALID use adds a dict and a set probe (is
+this address known for the key?); a retired secret, a tripped limit are noticed on the
+refusal paths. The alert writer stores them in the background.
 """
 
 from __future__ import annotations
@@ -15,13 +19,14 @@ from datetime import timedelta
 from enum import Enum
 from typing import Any
 
+from apikm.alerts.feed import AlertFeed
 from apikm.compat.legacy_keys import LEGACY_PEPPER_ID, is_legacy_key, legacy_digest
 from apikm.keys.format import is_well_formed
 from apikm.keys.hashing import PepperRing
-from apikm.verify.codes import COUNTED_FAILURES, MESSAGES, Code
+from apikm.verify.codes import COUNTED_FAILURES, MESSAGES, ROTATED, Code
 from apikm.verify.limiter import Limiter, address_group
 from apikm.verify.metrics import STATS
-from apikm.verify.record import KeyRecord
+from apikm.verify.record import KeyRecord, RetiredSecret
 from apikm.verify.rules import Decision, decide
 from apikm.verify.store import KeyStore
 from apikm.verify.usage import UsageRecorder
@@ -71,6 +76,7 @@ def identity_json(record: KeyRecord) -> dict[str, Any]:
 
 _MALFORMED = Verification(Code.MALFORMED)
 _NOT_FOUND = Verification(Code.NOT_FOUND)
+_ROTATED = Verification(Code.REVOKED, reason=ROTATED)
 
 
 class _Need(Enum):
@@ -103,6 +109,7 @@ class Verifier:
         limiter: Limiter,
         usage: UsageRecorder,
         max_staleness: timedelta | None = None,
+        alerts: AlertFeed | None = None,
     ) -> None:
         self.prefix = prefix
         self._key_start = prefix + "_"
@@ -110,6 +117,7 @@ class Verifier:
         self.store = store
         self.limiter = limiter
         self.usage = usage
+        self.alerts = alerts if alerts is not None else AlertFeed()
         self._max_staleness = max_staleness.total_seconds() if max_staleness else None
         # True while keys imported from APIKeyManager exist (uuid4 keys, apikm.compat).
         self.legacy_keys = False
@@ -196,8 +204,11 @@ class Verifier:
                 if step.need is _Need.LOOKUP:
                     await self.limiter.record_failure(group)
                 return _NOT_FOUND
-            presented_hash, record = found
+            presented_hash, named = found
             now = time.time()
+            if isinstance(named, RetiredSecret):
+                return await self._retired(named, client_ip, group, now)
+            record = named
             decision = decide(record, presented_hash, now, client_ip, required_roles,
                               self._max_staleness)
             next_step = self._conclude(record, presented_hash, step.current_hash, decision,
@@ -206,13 +217,15 @@ class Verifier:
                 return next_step
             step = next_step
         if step.need is _Need.FAILURE:
-            await self.limiter.record_failure(group)
             assert step.answer is not None
+            await self._count_failure(step.answer, client_ip, group)
             return step.answer
         limited = step.record  # _Need.KEY_RATE: a good key with its own rate limit
         assert limited is not None and limited.rate_limit
         if not await self.limiter.allow_key_use(limited.id, limited.rate_limit):
             retry = await self.limiter.key_retry_after(limited.id, limited.rate_limit)
+            self.alerts.limit_tripped(limited.id, limited.owner_id, "key_rate", client_ip,
+                                      time.time(), self.limiter.key_window(limited.rate_limit))
             return Verification(Code.RATE_LIMITED, record=limited, reason="key rate limit",
                                 retry_after=retry)
         return self._accept(limited, step.presented_hash, step.current_hash, step.now,
@@ -235,11 +248,42 @@ class Verifier:
     def _accept(self, record: KeyRecord, presented_hash: str, current_hash: str, now: float,
                 client_ip: str | None) -> Verification:
         self.usage.record(record.id, now, client_ip)
+        self.alerts.used(record.id, client_ip, now)
         if presented_hash == record.secret_hash != current_hash:
             # Hashed with a retired pepper, or imported as an unsalted SHA-256: move it to
             # the current pepper while we hold the key, so the old hash can go.
             self.usage.rehash(record.id, presented_hash, current_hash, self.peppers.current_id)
         return Verification(Code.VALID, record)
+
+    async def _count_failure(self, answer: Verification, client_ip: str | None,
+                             group: str) -> None:
+        """A refusal: count it against the address. For a live key, alert on its previous
+        secret presented after the overlap, and on this failure blocking the address."""
+        blocked = await self.limiter.record_failure(group)
+        record = answer.record
+        if record is None or record.status == "revoked":
+            return
+        now = time.time()
+        if answer.code is Code.REVOKED and answer.reason == ROTATED:
+            self.alerts.secret_reused(record.id, record.owner_id, record.generation - 1,
+                                      client_ip, now)
+        if blocked:
+            self.alerts.limit_tripped(record.id, record.owner_id, "failures", client_ip, now,
+                                      self.limiter.failure_window)
+
+    async def _retired(self, secret: RetiredSecret, client_ip: str | None, group: str,
+                       now: float) -> Verification:
+        """A secret a rotation retired: REVOKED, never NOT_FOUND. While the key lives, its
+        holder has a secret the owner rotated away: a possible leak."""
+        blocked = await self.limiter.record_failure(group)
+        if secret.key_status == "revoked":
+            return Verification(Code.REVOKED, reason=secret.revoked_reason)
+        self.alerts.secret_reused(secret.key_id, secret.owner_id, secret.generation,
+                                  client_ip, now)
+        if blocked:
+            self.alerts.limit_tripped(secret.key_id, secret.owner_id, "failures", client_ip,
+                                      now, self.limiter.failure_window)
+        return _ROTATED
 
     def _candidates(self, key: str, legacy: bool) -> dict[str, str]:
         """hash -> pepper id of every form the key may be stored in."""

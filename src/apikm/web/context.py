@@ -10,6 +10,8 @@ import httpx
 from limits import parse as parse_rate_limit
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from apikm.alerts.feed import AlertFeed
+from apikm.alerts.writer import AlertWriter
 from apikm.cluster.bus import EventBus, postgres_channel, redis_channel
 from apikm.cluster.events import Event, Kind
 from apikm.compat.legacy_keys import imported_keys_exist, on_import_event
@@ -39,6 +41,7 @@ class AppContext:
     usage: UsageRecorder
     addresses: ClientAddressResolver
     bus: EventBus
+    alerts: AlertWriter
     sync: SyncWorker | None = None  # None: sync off (see the log line at start)
 
     async def start(self) -> None:
@@ -46,12 +49,14 @@ class AppContext:
         self.verifier.legacy_keys = await imported_keys_exist(self.engine)
         await self.bus.start()
         self.usage.start()
+        self.alerts.start()
 
     async def close(self) -> None:
         if self.sync is not None:
             await self.sync.stop()
         await self.bus.stop()
         await self.usage.stop()
+        await self.alerts.stop()
         await self.http.aclose()
         self.verifier.store.close()
         await self.engine.dispose()
@@ -131,9 +136,10 @@ def build_context(settings: Settings) -> AppContext:
     bus.on_health(store.on_health)
     usage = UsageRecorder(engine, settings.usage_flush_seconds)
     rules = key_policy(settings)
+    feed = AlertFeed()
     verifier = Verifier(settings.key_prefix, peppers, store,
                         build_limiter(settings, bus, engine), usage,
-                        max_staleness=settings.max_staleness)
+                        max_staleness=settings.max_staleness, alerts=feed)
     bus.subscribe(on_import_event(verifier))  # an import elsewhere: imported keys exist now
     return AppContext(
         settings=settings,
@@ -147,5 +153,7 @@ def build_context(settings: Settings) -> AppContext:
         addresses=ClientAddressResolver(settings.trusted_proxies,
                                         settings.client_ip_header),
         bus=bus,
+        alerts=AlertWriter(engine, feed, settings.usage_flush_seconds,
+                           settings.revoke_on_secret_reuse, on_change=bus.applied),
         sync=worker_from_settings(settings, engine, on_change=bus.applied),
     )

@@ -70,8 +70,10 @@ def test_rotation_on_one_replica_reaches_the_other(
         assert verify_key(on_b, old)["code"] == "VALID"
         rotated = alice.post(f"/v1/keys/{created['id']}/rotate", json={"overlap_seconds": 0})
         assert rotated.status_code == 200, rotated.text
-        # Rotated without overlap, the old secret is gone from the database altogether.
-        until(lambda: verify_key(on_b, old)["code"] == "NOT_FOUND", timeout=1.0)
+        # Rotated without overlap, the old secret is retired at once: REVOKED ("rotated").
+        until(lambda: verify_key(on_b, old) == {"valid": False, "code": "REVOKED",
+                                                "message": "API key has been revoked",
+                                                "reason": "rotated"}, timeout=1.0)
         assert verify_key(on_b, rotated.json()["key"])["code"] == "VALID"
 
 

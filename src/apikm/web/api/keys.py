@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 
+from apikm.alerts.service import key_alerts
 from apikm.identity.owners import remember_owner
 from apikm.keys.service import Actor, list_audit
 from apikm.web.api.deps import Ctx, User
@@ -76,6 +77,15 @@ async def rotate_key(key_id: uuid.UUID, user: User, ctx: Ctx,
 async def key_usage(key_id: uuid.UUID, user: User, ctx: Ctx,
                     days: Annotated[int, Query(ge=1, le=365)] = 30) -> list[dict[str, Any]]:
     return await ctx.keys.daily_usage(str(key_id), user.user_id, days)
+
+
+@router.get("/keys/{key_id}/alerts", response_model=list[AuditEvent])
+async def key_alert_events(key_id: uuid.UUID, user: User, ctx: Ctx,
+                           limit: Limit = 100) -> list[dict[str, Any]]:
+    """The key's alerts (audit events new_network, secret_reuse, leak_reported,
+    limit_tripped), newest first."""
+    await ctx.keys.get(str(key_id), user.user_id)  # 404 unless it is the caller's key
+    return await key_alerts(ctx.engine, str(key_id), limit=limit)
 
 
 @router.get("/keys/{key_id}/audit", response_model=list[AuditEvent])

@@ -98,6 +98,9 @@ class KeyOut(BaseModel):
     all_roles: bool = Field(False, description="the key carries all of its owner's current "
                             "roles (roles: those held at creation)")
     imported_from: str | None = Field(None, description="'apikeymanager' for imported keys")
+    generation: int = Field(1, description="secret generation: 1 at creation, +1 per rotation")
+    secret_hint: str = Field("", description="public id and the last characters of the "
+                             "current secret: which secret a tool holds")
 
 
 class KeyWithSecret(KeyOut):

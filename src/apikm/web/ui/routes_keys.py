@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.responses import RedirectResponse
 
+from apikm.alerts.service import BADGE_DAYS, describe, key_alerts, recent_alert_counts
 from apikm.db import utcnow
 from apikm.identity.owners import remember_owner
 from apikm.identity.tables import owners
@@ -84,9 +85,12 @@ async def my_keys(request: Request, user: User, ctx: Ctx, status: str = "all",
     keys = await ctx.keys.list_keys(user.principal.user_id, None if status == "all" else status,
                                     PAGE_SIZE + 1, (page - 1) * PAGE_SIZE)
     owner = await owner_row(ctx, user.principal.user_id)
+    alerts = await recent_alert_counts(ctx.engine, [key["id"] for key in keys[:PAGE_SIZE]],
+                                       utcnow())
     return render(request, "keys.html", user, keys=decorate(keys[:PAGE_SIZE],
                   {user.principal.user_id: owner} if owner else {}),
-                  status=status, statuses=STATUS_FILTERS, page=page,
+                  alerts=alerts, alert_days=BADGE_DAYS, status=status,
+                  statuses=STATUS_FILTERS, page=page,
                   more=len(keys) > PAGE_SIZE, message=DONE_MESSAGES.get(done or ""))
 
 
@@ -158,11 +162,15 @@ async def _key_page(request: Request, user: UiUser, ctx: AppContext, key_id: str
     key = await ctx.keys.get(key_id, owner_id)
     usage = await ctx.keys.daily_usage(key_id, owner_id, 30)
     audit = await list_audit(ctx.engine, key_id=key_id, limit=50)
+    alerts = [{**alert, "text": describe(alert)} for alert in await key_alerts(ctx.engine,
+                                                                                key_id)]
+    generations = await ctx.keys.secret_generations(key_id, owner_id)
     owner = await owner_row(ctx, owner_id)
     now = utcnow()
     extra.setdefault("edit", edit_values(key))
     extra.setdefault("renewal", {"expiry": "default", "expiry_date": ""})
-    return render(request, "key.html", user, status, key=key,
+    return render(request, "key.html", user, status, key=key, alerts=alerts,
+                  generations=generations,
                   state=key_state(key, now, owner), lost=lost_roles(key, user.principal.roles),
                   chart=usage_chart(usage, now.date()), audit=audit,
                   choices=expiry_choices(ctx.settings, now.date()),

@@ -159,8 +159,10 @@ def test_rotation_without_overlap_kills_old_secret_at_once(
     created = new_key(alice)
     assert verify_key(anonymous, created["key"], client_ip="10.0.0.2")["valid"]  # now cached
     new_secret = alice.post(f"/v1/keys/{created['id']}/rotate").json()["key"]
-    # the old hash is dropped at once (and the verification cache cleared): unknown now
-    assert verify_key(anonymous, created["key"], client_ip="10.0.0.2")["code"] == "NOT_FOUND"
+    # the old secret stops at once (the verification cache cleared), and is known as a
+    # retired one: REVOKED "rotated", not NOT_FOUND (issue 14, point 5)
+    old = verify_key(anonymous, created["key"], client_ip="10.0.0.2")
+    assert old["code"] == "REVOKED" and old["reason"] == "rotated", old
     assert verify_key(anonymous, new_secret, client_ip="10.0.0.2")["code"] == "VALID"
 
 
