@@ -35,6 +35,7 @@ from apikm.identity.tables import owners
 from apikm.keys.tables import api_keys, retired_secrets
 from apikm.verify.metrics import STATS
 from apikm.verify.record import KeyRecord, RetiredSecret, record_from_row
+from apikm.verify.sqlite_lookup import SqliteLookup
 
 Found = tuple[str, KeyRecord | RetiredSecret] | None  # (matching hash, what it names)
 DEGRADED_TTL = 1.0
@@ -58,6 +59,7 @@ class KeyStore:
         # SQLite: lookups run whole on a synchronous engine in a few threads (db.py).
         self._reader = reader
         self._threads = ThreadPoolExecutor(READER_THREADS, "key-lookup") if reader else None
+        self._sqlite = SqliteLookup(reader, _lookup_query) if reader else None
         self._ttl = ttl_seconds
         self._max_age = ttl_seconds
         self._max = max_entries
@@ -151,10 +153,11 @@ class KeyStore:
 
     def _read_sync(self, hashes: list[str]) -> tuple[Any, Any]:
         assert self._reader is not None
-        with self._reader.connect() as connection:
-            row = connection.execute(_lookup_query(hashes)).first()
-            if row is not None:
-                return row, None
+        assert self._sqlite is not None
+        row = self._sqlite.first(hashes)
+        if row is not None:
+            return row, None
+        with self._reader.connect() as connection:  # not a live key: rare, not hot
             return None, connection.execute(_retired_query(hashes)).first()
 
     def close(self) -> None:
