@@ -10,13 +10,15 @@ from sqlalchemy.engine import Connection
 import apikm.cluster.tables
 import apikm.identity.tables
 import apikm.keys.tables
+import apikm.notify.tables
 import apikm.tokens.tables
 import apikm.verify.tables
 from apikm.db import create_engine, metadata
 
 config = context.config
 target_metadata = metadata
-_ = (apikm.cluster.tables, apikm.identity.tables, apikm.tokens.tables, apikm.verify.tables)
+_ = (apikm.cluster.tables, apikm.identity.tables, apikm.notify.tables, apikm.tokens.tables,
+     apikm.verify.tables)
 
 
 def _run(connection: Connection) -> None:
