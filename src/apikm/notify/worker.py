@@ -341,7 +341,7 @@ class Notifier:
         status = await outbox.record(self._engine, row, outcome, max_attempts,
                                      self.config.first_retry)
         DELIVERIES.labels(row.channel, "ok" if outcome.ok else "error").inc()
-        fields = {"notification": row.id, "channel": row.channel, "event": row.event,
+        fields = {"notification": row.id, "channel": row.channel, "type": row.event,
                   "attempt": row.attempts + 1, "status": status}
         if outcome.ok:
             log.info("notification delivered", **fields)
