@@ -34,7 +34,7 @@ from apikm.migrations import upgrade
 from apikm.notify import outbox
 from apikm.notify.smtp import parse_smtp_url
 from apikm.notify.tables import notification_attempts, notifications
-from apikm.notify.worker import NotifyConfig, Notifier
+from apikm.notify.worker import Notifier, NotifyConfig
 from tests.support.apikm_server import ENCRYPTION_KEY
 from tests.support.http_server import serve_in_thread
 from tests.support.postgres import fresh_database
