@@ -2,7 +2,8 @@
 
 ``install(app, settings)`` mounts it under ``/`` next to the API; its paths (``/``,
 ``/login``, ``/auth/callback``, ``/logout``, ``/signed-out``, ``/keys...``, ``/settings...``,
-``/admin...``, ``/static``) stay clear of ``/v1``, ``/oauth``, ``/.well-known``, ``/docs`` and the ops routes.
+``/admin...``, ``/static``) stay clear of ``/v1``, ``/oauth``, ``/.well-known``, ``/docs`` and
+the ops routes.
 """
 
 from __future__ import annotations
