@@ -21,6 +21,7 @@ from standardwebhooks import Webhook
 
 from apikm.db import utcnow
 from apikm.encryption import EncryptionKeys
+from apikm.keys.policy import storable
 from apikm.notify.rules import EVENT_TYPES, Outcome, http_outcome
 from apikm.notify.tables import webhook_endpoints
 
@@ -54,18 +55,34 @@ def new_secret() -> str:
 
 def check_url(url: str) -> str:
     url = url.strip()
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > MAX_URL:
-        raise EndpointError("must be an http(s) URL such as https://hooks.example.org/apikm",
-                            "url")
+    bad = EndpointError("must be an http(s) URL such as https://hooks.example.org/apikm", "url")
+    if len(url) > MAX_URL or not url.isprintable() or " " in url or not storable(url):
+        raise bad
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises on a port out of range
+    except ValueError:
+        raise bad from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise bad
     if parts.username or parts.password:
         raise EndpointError("must not carry a user or password (the signature "
                             "authenticates apikm)", "url")
     return url
 
 
+def check_description(text: str) -> str:
+    text = text.strip()[:255]
+    if not storable(text):
+        raise EndpointError("must be plain text", "description")
+    return text
+
+
 def check_secret(secret: str) -> str:
     secret = secret.strip()
+    if not secret.isascii() or not storable(secret):
+        raise EndpointError("must be 'whsec_' and base64 (as Standard Webhooks secrets are)",
+                            "secret")
     try:
         Webhook(secret)
         raw = base64.b64decode(secret.removeprefix(SECRET_PREFIX) + "==", validate=False)
@@ -114,10 +131,11 @@ class EndpointStore:
         """Returns the endpoint with its secret: the only time it is shown."""
         endpoint_id = str(uuid.uuid4())
         url, events = check_url(url), check_events(events)
+        description = check_description(description)
         secret = check_secret(secret) if secret else new_secret()
         key_id, sealed = self._keys.encrypt(secret.encode(), _aad(endpoint_id))
         now = utcnow()
-        row = {"id": endpoint_id, "url": url, "description": description.strip()[:255],
+        row = {"id": endpoint_id, "url": url, "description": description,
                "events": events, "enabled": True, "encryption_key_id": key_id,
                "secret": sealed, "created_at": now, "created_by": created_by[:255]}
         async with self._engine.begin() as conn:

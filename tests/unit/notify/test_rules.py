@@ -118,3 +118,30 @@ def test_http_outcomes() -> None:
     failed = rules.http_outcome(500, "boom")
     assert not failed.ok and not failed.permanent and failed.status_code == 500
     assert rules.http_outcome(410, "gone").permanent
+
+
+def test_webhook_endpoint_fields_are_checked() -> None:
+    import pytest
+
+    from apikm.notify.webhooks import (
+        EndpointError,
+        check_description,
+        check_events,
+        check_secret,
+        check_url,
+        new_secret,
+    )
+
+    assert check_url(" https://hooks.example.org/x ") == "https://hooks.example.org/x"
+    for url in ("ftp://x", "https://", "http://[", "http://x:99999/", "http://a\x00b",
+                "https://u:p@x/", "http://x/ y", "x" * 3000):
+        with pytest.raises(EndpointError):
+            check_url(url)
+    assert check_secret(new_secret()).startswith("whsec_")
+    for secret in ("whsec_", "whsec_c2hvcnQ=", "whsec_\x00", "nöt"):
+        with pytest.raises(EndpointError):
+            check_secret(secret)
+    with pytest.raises(EndpointError):
+        check_events(["key.created", "key.bogus"])
+    with pytest.raises(EndpointError):
+        check_description("a\x00")

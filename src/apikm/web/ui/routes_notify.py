@@ -3,12 +3,14 @@ test deliveries and the delivery log."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.responses import RedirectResponse
 
+from apikm.keys.policy import storable
 from apikm.notify import outbox, preferences, rules
 from apikm.notify.webhooks import EndpointError
 from apikm.notify.worker import Notifier
@@ -20,6 +22,7 @@ from apikm.web.ui.render import UiRoute, error_page, render
 from apikm.web.ui.routes_keys import owner_row
 
 router = APIRouter(route_class=UiRoute, include_in_schema=False)
+MAIL_ADDRESS = re.compile(r"^[^@\s\x00-\x1f]+@[^@\s\x00-\x1f]+\.[^@\s\x00-\x1f]+$")
 Page = Annotated[int, Query(ge=1, le=10_000)]
 LOG_PAGE = 50
 DONE = {
@@ -142,7 +145,7 @@ async def change_webhook(request: Request, endpoint_id: uuid.UUID, action: str,
 @router.post("/admin/notifications/test-mail")
 async def test_mail(request: Request, admin: PostedAdmin, ctx: Ctx) -> Response:
     address = str((await request.form()).get("address") or "").strip()
-    if "@" not in address or len(address) > 255 or any(c.isspace() for c in address):
+    if not MAIL_ADDRESS.match(address) or len(address) > 255 or not storable(address):
         return await _admin_page(request, admin, ctx, 422, values={"address": address},
                                  errors={"address": "Enter a mail address such as "
                                                     "ops@example.org."})
