@@ -54,6 +54,9 @@ STATE_NAME = "notifications"
 LATE_COMMIT = 120.0  # seconds an audit row may take between its insert and its commit
 MAX_CATCH_UP = timedelta(days=7)  # expiry thresholds crossed while no worker ran
 BATCH = 500
+# The cursor is saved at most this often while nothing new is read: whatever a successor
+# re-reads since the last save is enqueued once anyway.
+SAVE_EVERY = 30.0
 DELIVERY_BATCH = 20
 
 LEADER = Gauge("apikm_notify_leader", "1 while this replica delivers notifications")
@@ -140,6 +143,7 @@ class Notifier:
         self._audit_cursor = 0
         self._expiry_since: datetime | None = None
         self._seen: dict[int, float] = {}  # audit ids enqueued -> when (monotonic)
+        self._saved_at = float("-inf")
         self._task: asyncio.Task[None] | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -202,10 +206,14 @@ class Notifier:
                                  else now, now - MAX_CATCH_UP)
         self._seen.clear()
 
-    async def _save_state(self) -> None:
+    async def _save_state(self, now: bool = True) -> None:
+        """``now`` False: only if the last save is old (the expiry scan's every round)."""
         assert self._expiry_since is not None
+        if not now and time.monotonic() - self._saved_at < SAVE_EVERY:
+            return
         await sync_store.save_state(self._engine, STATE_NAME, {
             "audit_id": self._audit_cursor, "expiry_at": self._expiry_since.isoformat()})
+        self._saved_at = time.monotonic()
 
     # --- audit events --------------------------------------------------------------------------
     async def collect_audit(self) -> int:
@@ -270,7 +278,7 @@ class Notifier:
         if due:
             new = await self._enqueue_expiry(due, now)
         self._expiry_since = now
-        await self._save_state()
+        await self._save_state(now=bool(due))
         return new
 
     async def _enqueue_expiry(self, due: list[tuple[Any, int]], now: datetime) -> int:
