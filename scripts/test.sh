@@ -11,5 +11,6 @@ scripts/venv.sh test
 .venv/bin/mypy
 .venv/bin/apikm keycloak up
 scripts/helm.sh >/dev/null  # a pinned helm for the chart tests (built once, cached)
+scripts/gitleaks.sh >/dev/null  # a pinned gitleaks for the secret scanner rule tests (likewise)
 .venv/bin/pytest "$@"
 echo "test suite took $(( $(date +%s) - started ))s in all"

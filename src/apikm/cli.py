@@ -18,6 +18,9 @@ keycloak_app = typer.Typer(help="Run a local Keycloak with the demo realm (devel
 keys_app = typer.Typer(help="Administer keys directly in the database.", no_args_is_help=True)
 app.add_typer(keycloak_app, name="keycloak")
 app.add_typer(keys_app, name="keys")
+demo_app = typer.Typer(help="The demo gateway: nginx with deploy/nginx/apikm.conf in front of "
+                       "apikm, serving a sample GeoTIFF (development).", no_args_is_help=True)
+app.add_typer(demo_app, name="demo")
 
 # Token side (issue 4): `apikm keycloak setup`, `apikm signing-keys rotate|list`.
 from apikm.tokens.cli import keycloak_setup, signing_app  # noqa: E402
@@ -34,6 +37,11 @@ app.command("sync")(sync_command)
 from apikm.compat.cli import import_app  # noqa: E402
 
 app.add_typer(import_app, name="import")
+
+# Leaked keys (issue 13): `apikm keys scan [FILE|-] [--revoke] [--json]`.
+from apikm.leaks.cli import keys_scan  # noqa: E402
+
+keys_app.command("scan")(keys_scan)
 
 
 def _settings() -> Settings:
@@ -77,9 +85,12 @@ def serve(
     if server == "uvicorn":
         import uvicorn
 
+        from apikm.web.gateway_protocol import GatewayProtocol
+
+        # GatewayProtocol: uvicorn's httptools protocol answering the gateway path in place.
         uvicorn.run("apikm.web.app:app_factory", factory=True, host=settings.host,
-                    port=settings.port, workers=settings.workers, access_log=False,
-                    log_config=None, proxy_headers=False, server_header=False,
+                    http=GatewayProtocol, port=settings.port, workers=settings.workers,
+                    access_log=False, log_config=None, proxy_headers=False, server_header=False,
                     # Longer than gateways keep idle upstream connections (nginx 60 s), so
                     # apikm never closes one a gateway is about to reuse.
                     timeout_keep_alive=75)
@@ -307,6 +318,38 @@ def keys_revoke(
         typer.secho(f"no key {key_id}", fg="red", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"revoked {key_id}")
+
+
+# --- demo ---------------------------------------------------------------------------------
+@demo_app.command("gateway")
+def demo_gateway(
+    port: Annotated[int, typer.Option(help="the gateway's port")] = 8088,
+    apikm: Annotated[str | None, typer.Option(
+        help="apikm's URL (default: http://127.0.0.1:APIKM_PORT)")] = None,
+) -> None:
+    """Start nginx (deploy/nginx/apikm.conf) in front of apikm with a sample GeoTIFF at
+    /data/dem.tif, under $APIKM_DATA_DIR/demo; a running one is restarted."""
+    from apikm.devstack import gateway
+
+    settings = _settings()
+    apikm_url = apikm or f"http://127.0.0.1:{settings.port}"
+    try:
+        demo = gateway.start(apikm_url, port, settings.data_dir / "demo")
+    except gateway.DemoError as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"gateway: {demo.url}/data/dem.tif (nginx, deploy/nginx/apikm.conf, role "
+               f"analyst) -> apikm {apikm_url}; logs in {demo.nginx_dir}")
+    typer.echo("  try it: scripts/using-a-key.sh   stop it: apikm demo down")
+
+
+@demo_app.command("down")
+def demo_down() -> None:
+    """Stop the demo gateway."""
+    from apikm.devstack import gateway
+
+    stopped = gateway.stop(_settings().data_dir / "demo")
+    typer.echo("stopped" if stopped else "not running")
 
 
 def main() -> None:

@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=1, le=64, description="worker processes of apikm serve")
     public_url: str = Field("", description="External base URL; default http://host:port")
+    gateway_urls: Annotated[list[str], NoDecode] = Field(
+        [], description="URLs of the services behind apikm's gateways, shown to key owners "
+        "in the ready-to-paste snippets ('https://maps.example.org/wms?service=WMS,...'); "
+        "default: APIKM_PUBLIC_URL")
     data_dir: Path = Path("var")
     database_url: str = ""
     log_level: str = "INFO"
@@ -159,6 +163,15 @@ class Settings(BaseSettings):
                                         "delay; doubled at each attempt, at most an hour")
     webhook_timeout_seconds: float = Field(10.0, gt=0, le=120)
 
+    # --- leak reports (apikm.leaks) -------------------------------------------------------
+    leak_report_keys: str = Field(
+        "", description="public keys GitHub signs secret scanning reports with: JSON or the "
+        "path of a JSON file, GitHub's /meta/public_keys/secret_scanning document or "
+        "{\"<key identifier>\": \"<PEM>\"}; read at start, never fetched. Empty: only "
+        "admins may report")
+    leak_report_max_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024,
+                                       description="largest body of POST /v1/leaks")
+
     # --- CS Group APIKeyManager compatibility (apikm.compat) -----------------------------
     compat_api: bool = Field(True, description="serve APIKeyManager's API: /auth/check_key, "
                              "/auth/api_key/..., /auth/me, /health/status, /k/<key>/...")
@@ -179,7 +192,8 @@ class Settings(BaseSettings):
                                            "OpenAPI document")
 
     @field_validator("trusted_proxies", "introspect_networks", "auth_header",
-                     "token_audience", "admin_emails", "expiry_warning_days", mode="before")
+                     "token_audience", "gateway_urls", "admin_emails", "expiry_warning_days",
+                     mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
@@ -273,6 +287,14 @@ class Settings(BaseSettings):
             parse_encryption_keys(value.get_secret_value())  # EncryptionKeyError: ValueError
         return value
 
+    @field_validator("leak_report_keys")
+    @classmethod
+    def _leak_keys(cls, value: str) -> str:
+        from apikm.leaks.signatures import load_public_keys
+
+        load_public_keys(value)  # LeakKeysError (a ValueError) names what is wrong
+        return value
+
     @field_validator("max_staleness", "revoke_disabled_after", mode="before")
     @classmethod
     def _duration(cls, value: object) -> object:
@@ -284,6 +306,14 @@ class Settings(BaseSettings):
         if value and not re.match(r"^https?://[^/\s]+", value):
             raise ValueError("must be an http(s) URL")
         return value.rstrip("/")
+
+    @field_validator("gateway_urls")
+    @classmethod
+    def _gateway_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not re.match(r"^https?://[^/\s?#]+[^\s]*$", url):
+                raise ValueError(f"{url!r} is not an http(s) URL")
+        return value
 
     @model_validator(mode="after")
     def _staleness(self) -> Settings:
@@ -325,6 +355,10 @@ class Settings(BaseSettings):
     @property
     def base_url(self) -> str:
         return self.public_url or f"http://{self.host}:{self.port}"
+
+    @property
+    def effective_gateway_urls(self) -> list[str]:
+        return self.gateway_urls or [self.base_url]
 
 
 def normalize_database_url(url: str) -> str:

@@ -1,8 +1,9 @@
 """Debian's nginx and Caddy, run as our own processes with the configs from ``deploy/``.
 
 The operator-facing files use example addresses (apikm on 127.0.0.1:8000, the service on
-127.0.0.1:9000, files under /srv, the gateway on 8080/8081); the tests swap in their own, so
-what is tested is the very block an operator copies.
+127.0.0.1:8090, files under /srv, the gateway on 8088
+(nginx) and 8081 (Caddy)); the tests swap in their own, so what is tested is the very block an
+operator copies.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from apikm.devstack.gateway import make_geotiff
 from tests.support.ports import free_port, wait_http
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -33,14 +35,6 @@ class Gateway:
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-
-def make_geotiff(path: Path) -> None:
-    """A small georeferenced single-band GeoTIFF, made by GDAL itself."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["gdal_create", "-q", "-of", "GTiff", "-outsize", "64", "48", "-bands", "1",
-                    "-ot", "Byte", "-burn", "42", "-a_srs", "EPSG:4326",
-                    "-a_ullr", "5", "48", "6", "47", str(path)], check=True, capture_output=True)
 
 
 def _world_readable_tree() -> Path:
@@ -94,8 +88,8 @@ def nginx_gateway(apikm_url: str, upstream_url: str, extra: str = "", http_extra
     port = free_port()
     site = (DEPLOY / "nginx" / site_file).read_text()
     site = (site.replace("127.0.0.1:8000", _host_port(apikm_url))
-                .replace("127.0.0.1:9000", _host_port(upstream_url))
-                .replace("listen 8080;", f"listen 127.0.0.1:{port};")
+                .replace("127.0.0.1:8090", _host_port(upstream_url))
+                .replace("listen 8088;", f"listen 127.0.0.1:{port};")
                 .replace("root /srv;", f"root {srv};")
                 .replace("/var/cache/nginx/apikm", f"{work}/cache"))
     if extra:
@@ -135,7 +129,7 @@ def caddy_gateway(apikm_url: str, upstream_url: str) -> Iterator[Gateway]:
     port = free_port()
     config = (DEPLOY / "caddy" / "Caddyfile").read_text()
     config = (config.replace("127.0.0.1:8000", _host_port(apikm_url))
-                    .replace("127.0.0.1:9000", _host_port(upstream_url))
+                    .replace("127.0.0.1:8090", _host_port(upstream_url))
                     .replace(":8081 {", f"http://127.0.0.1:{port} {{")
                     .replace("root * /srv", f"root * {srv}"))
     global_options = "{\n\tadmin off\n\tauto_https off\n}\n"

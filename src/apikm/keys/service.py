@@ -201,13 +201,16 @@ class KeyService:
 
     # --- read ----------------------------------------------------------------------------
     async def list_keys(self, owner_id: str | None, status: str | None = None,
-                   limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+                        limit: int = 100, offset: int = 0, *,
+                        public_id: str | None = None) -> list[dict[str, Any]]:
         now = utcnow()
         if owner_id is not None and not policy.storable(owner_id):
             return []
         query = sa.select(api_keys).order_by(api_keys.c.created_at.desc(), api_keys.c.id)
         if owner_id is not None:
             query = query.where(api_keys.c.owner_id == owner_id)
+        if public_id is not None:  # the part of a key its hint shows (admins' search)
+            query = query.where(api_keys.c.public_id == public_id)
         if status is not None:
             query = query.where(_status_filter(status, now))
         async with self._engine.connect() as conn:
@@ -343,7 +346,11 @@ class KeyService:
         return self.present(row, now)
 
     async def revoke(self, key_id: str, owner_id: str | None, actor: Actor,
-                     reason: str | None = None) -> dict[str, Any]:
+                     reason: str | None = None, *,
+                     also_audit: tuple[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Revoke the key (a revoked one stays as it is). ``also_audit``: one more audit row
+        (action, details) for the key by the same actor, in the same transaction, written
+        whether or not this call revoked it (a leak report on an already revoked key)."""
         now = utcnow()
         if reason is not None:
             reason = policy.check_reason(reason)
@@ -366,6 +373,8 @@ class KeyService:
                 await _audit(conn, "revoke", actor, key_id, row.owner_id,
                              {"reason": reason} if reason else {})
                 await emit(conn, Kind.KEY, key_id)
+            if also_audit is not None:
+                await _audit(conn, also_audit[0], actor, key_id, row.owner_id, also_audit[1])
         self._on_change(Kind.KEY, key_id)
         return self.present(row, now)
 

@@ -12,6 +12,7 @@ import time
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import timedelta
+from enum import Enum
 from typing import Any
 
 from apikm.compat.legacy_keys import LEGACY_PEPPER_ID, is_legacy_key, legacy_digest
@@ -21,7 +22,7 @@ from apikm.verify.codes import COUNTED_FAILURES, MESSAGES, Code
 from apikm.verify.limiter import Limiter, address_group
 from apikm.verify.metrics import STATS
 from apikm.verify.record import KeyRecord
-from apikm.verify.rules import decide
+from apikm.verify.rules import Decision, decide
 from apikm.verify.store import KeyStore
 from apikm.verify.usage import UsageRecorder
 
@@ -72,6 +73,27 @@ _MALFORMED = Verification(Code.MALFORMED)
 _NOT_FOUND = Verification(Code.NOT_FOUND)
 
 
+class _Need(Enum):
+    """What a verification still has to do once it needs I/O."""
+
+    LOOKUP = "lookup"  # not cached: read the database
+    STALE_RECORD = "stale"  # cached but STALE: read the database again
+    FAILURE = "failure"  # refused: count the failure (limiter storage)
+    KEY_RATE = "key_rate"  # good, with its own rate limit (limiter storage)
+
+
+@dataclass(slots=True)
+class _Pending:
+    need: _Need
+    current_hash: str = ""
+    legacy: bool = False
+    record: KeyRecord | None = None
+    cached: bool = False  # the record came from the cache (counted once, when finished)
+    answer: Verification | None = None  # FAILURE: the refusal to give once counted
+    presented_hash: str = ""
+    now: float = 0.0
+
+
 class Verifier:
     def __init__(
         self,
@@ -92,6 +114,25 @@ class Verifier:
         # True while keys imported from APIKeyManager exist (uuid4 keys, apikm.compat).
         self.legacy_keys = False
 
+    def verify_now(
+        self,
+        key: str,
+        *,
+        client_ip: str | None,
+        limiter_id: str,
+        required_roles: Collection[str] = (),
+        endpoint: str = "verify",
+    ) -> Verification | None:
+        """The answer when it needs no I/O (a cached key without its own rate limit, a
+        blocked address, text that is no key of ours), else None: call ``verify``, which
+        starts over. Nothing is counted or recorded for a None."""
+        started = time.perf_counter()
+        step = self._start(key, client_ip, address_group(limiter_id), required_roles)
+        if isinstance(step, _Pending):
+            return None
+        STATS.outcome(step.code.value, endpoint, time.perf_counter() - started)
+        return step
+
     async def verify(
         self,
         key: str,
@@ -102,12 +143,17 @@ class Verifier:
         endpoint: str = "verify",
     ) -> Verification:
         started = time.perf_counter()
-        result = await self._verify(key, client_ip, address_group(limiter_id), required_roles)
-        STATS.outcome(result.code.value, endpoint, time.perf_counter() - started)
-        return result
+        group = address_group(limiter_id)
+        step = self._start(key, client_ip, group, required_roles)
+        if isinstance(step, _Pending):
+            step = await self._finish(step, key, client_ip, group, required_roles)
+        STATS.outcome(step.code.value, endpoint, time.perf_counter() - started)
+        return step
 
-    async def _verify(self, key: str, client_ip: str | None, group: str,
-                      required_roles: Collection[str]) -> Verification:
+    def _start(self, key: str, client_ip: str | None, group: str,
+               required_roles: Collection[str]) -> Verification | _Pending:
+        """Everything up to the first I/O: the answer, or what is left to do. Side effects
+        (usage, rehash) happen only with a VALID answer."""
         retry = self.limiter.retry_after(group)
         if retry is not None:
             return Verification(Code.RATE_LIMITED, retry_after=retry)
@@ -118,43 +164,76 @@ class Verifier:
                 # Only what looks like one of our keys counts as a guess: a Keycloak token
                 # sent to the wrong place must not lock its sender's address out.
                 if key.startswith(self._key_start):
-                    await self.limiter.record_failure(group)
+                    return _Pending(_Need.FAILURE, answer=_MALFORMED)
                 return _MALFORMED
         current_hash = self.peppers.digest(key)
         record = self.store.cached(current_hash)
-        presented_hash = current_hash
-        from_cache = record is not None
-        if from_cache:
-            STATS.lookups["cache"] += 1
-        else:
-            found = await self.store.find(self._candidates(key, legacy))
-            if found is None:
-                await self.limiter.record_failure(group)
-                return _NOT_FOUND
-            presented_hash, record = found
-        assert record is not None
+        if record is None:
+            return _Pending(_Need.LOOKUP, current_hash, legacy)
         now = time.time()
-        decision = decide(record, presented_hash, now, client_ip, required_roles,
+        decision = decide(record, current_hash, now, client_ip, required_roles,
                           self._max_staleness)
-        if decision.code is Code.STALE and from_cache:
+        if decision.code is Code.STALE:
             # A cached record's confirmation time may lag the database: read it again.
-            self.store.drop_key(record.id)
-            found = await self.store.find(self._candidates(key, legacy))
+            return _Pending(_Need.STALE_RECORD, current_hash, legacy, record, cached=True)
+        step = self._conclude(record, current_hash, current_hash, decision, now, client_ip)
+        if isinstance(step, _Pending):
+            step.cached = True
+        else:
+            STATS.lookups["cache"] += 1
+        return step
+
+    async def _finish(self, step: _Pending, key: str, client_ip: str | None, group: str,
+                      required_roles: Collection[str]) -> Verification:
+        """The rest, with I/O: a database lookup, counting a failure, a per-key limit."""
+        if step.cached:
+            STATS.lookups["cache"] += 1
+        if step.need in (_Need.LOOKUP, _Need.STALE_RECORD):
+            if step.record is not None:
+                self.store.drop_key(step.record.id)
+            found = await self.store.find(self._candidates(key, step.legacy))
             if found is None:
+                if step.need is _Need.LOOKUP:
+                    await self.limiter.record_failure(group)
                 return _NOT_FOUND
             presented_hash, record = found
+            now = time.time()
             decision = decide(record, presented_hash, now, client_ip, required_roles,
                               self._max_staleness)
+            next_step = self._conclude(record, presented_hash, step.current_hash, decision,
+                                       now, client_ip)
+            if isinstance(next_step, Verification):
+                return next_step
+            step = next_step
+        if step.need is _Need.FAILURE:
+            await self.limiter.record_failure(group)
+            assert step.answer is not None
+            return step.answer
+        limited = step.record  # _Need.KEY_RATE: a good key with its own rate limit
+        assert limited is not None and limited.rate_limit
+        if not await self.limiter.allow_key_use(limited.id, limited.rate_limit):
+            retry = await self.limiter.key_retry_after(limited.id, limited.rate_limit)
+            return Verification(Code.RATE_LIMITED, record=limited, reason="key rate limit",
+                                retry_after=retry)
+        return self._accept(limited, step.presented_hash, step.current_hash, step.now,
+                            client_ip)
+
+    def _conclude(self, record: KeyRecord, presented_hash: str, current_hash: str,
+                  decision: Decision, now: float, client_ip: str | None
+                  ) -> Verification | _Pending:
         code = decision.code
         if code is not Code.VALID:
+            answer = Verification(code, record, decision.missing_roles, decision.reason)
             if code in COUNTED_FAILURES:
-                await self.limiter.record_failure(group)
-            return Verification(code, record, decision.missing_roles, decision.reason)
-        if record.rate_limit and not await self.limiter.allow_key_use(record.id,
-                                                                      record.rate_limit):
-            retry = await self.limiter.key_retry_after(record.id, record.rate_limit)
-            return Verification(Code.RATE_LIMITED, record=record, reason="key rate limit",
-                                retry_after=retry)
+                return _Pending(_Need.FAILURE, answer=answer)
+            return answer
+        if record.rate_limit:
+            return _Pending(_Need.KEY_RATE, current_hash, record=record,
+                            presented_hash=presented_hash, now=now)
+        return self._accept(record, presented_hash, current_hash, now, client_ip)
+
+    def _accept(self, record: KeyRecord, presented_hash: str, current_hash: str, now: float,
+                client_ip: str | None) -> Verification:
         self.usage.record(record.id, now, client_ip)
         if presented_hash == record.secret_hash != current_hash:
             # Hashed with a retired pepper, or imported as an unsalted SHA-256: move it to

@@ -21,7 +21,7 @@ from apikm.identity.sync import start_or_explain
 from apikm.logs import configure_logging
 from apikm.tokens.services import build_token_services
 from apikm.web import oauth, ops, ui
-from apikm.web.api import admin, keys
+from apikm.web.api import admin, keys, leaks
 from apikm.web.api import notify as notify_api
 from apikm.web.context import build_context
 from apikm.web.errors import install_error_handlers
@@ -75,6 +75,7 @@ def create_app(settings: Settings | None = None) -> Gateway:
     app.include_router(keys.router)
     app.include_router(admin.router)
     app.include_router(notify_api.router)
+    leaks.install(app, settings)  # POST /v1/leaks
     if settings.compat_api:  # APIKeyManager's /auth/... and /health/status
         compat_routes.install(app, settings)
     ui.install(app, settings)  # the web UI under / (templates, static, sign-in)
@@ -83,7 +84,8 @@ def create_app(settings: Settings | None = None) -> Gateway:
         app.add_middleware(CORSMiddleware, allow_origin_regex=settings.cors_origins_regex,
                            allow_methods=["GET", "POST", "PATCH", "DELETE"],
                            allow_headers=["authorization", "content-type", "x-api-key"])
-    app.add_middleware(LimitBodySize, max_bytes=settings.max_body_bytes)
+    app.add_middleware(LimitBodySize, max_bytes=settings.max_body_bytes,
+                       path_limits={leaks.PATH: settings.leak_report_max_bytes})
     if settings.access_log:
         app.add_middleware(AccessLog)
     gateway = Gateway(app, settings)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
@@ -50,6 +51,8 @@ log = structlog.get_logger(__name__)
 AUTH_PATH = "/v1/auth"
 VERIFY_PATH = "/v1/verify"
 _VALID_HEAD = b'{"valid": true, "code": "VALID", '
+# status, headers, body, and the code the access log records
+Answer = tuple[int, Headers, bytes, str]
 
 
 class Gateway:
@@ -59,7 +62,7 @@ class Gateway:
         self.upstream: UpstreamTokens | None = None  # likewise: JWTs for ?jwt=1
         self.rules = ForwardAuthRules(settings)
         self.log = GatewayLog(settings.gateway_access_log)
-        self._max_body = settings.max_body_bytes
+        self.max_body = settings.max_body_bytes
         self._root_path = settings.root_path
         self._compat = settings.compat_api
         self._check_key_app: ASGIApp = self.check_key
@@ -75,10 +78,11 @@ class Gateway:
             path = scope["path"]
             if self._root_path:
                 scope, path = _rooted(scope, path, self._root_path)
-            if path == AUTH_PATH or path.startswith("/v1/auth/"):  # Envoy appends the path
+            route = gateway_route(path)
+            if route == "auth":
                 await self.auth(scope, send)
                 return
-            if path == VERIFY_PATH:
+            if route == "verify":
                 await self.verify(scope, receive, send)
                 return
             if self._compat:
@@ -86,7 +90,7 @@ class Gateway:
                     unwrapped = key_in_path(scope, path)
                     if unwrapped is not None:
                         scope, path = unwrapped
-                        if path == AUTH_PATH or path.startswith("/v1/auth/"):
+                        if gateway_route(path) == "auth":
                             await self.auth(scope, send)
                             return
                 if path == CHECK_KEY_PATH:
@@ -115,7 +119,40 @@ class Gateway:
         await _send(send, status, headers, body)
         self.log.record(scope, status, code, started)
 
-    async def _auth(self, scope: Scope) -> tuple[int, Headers, bytes, str]:
+    def auth_now(self, scope: Scope) -> Answer | None:
+        """The answer when it needs no I/O (see ``Verifier.verify_now``), else None."""
+        assert self.ctx is not None
+        request = self._auth_request(scope)
+        if not isinstance(request, _AuthRequest):
+            return request
+        if request.jwt:  # minting a token is I/O
+            return None
+        result = self.ctx.verifier.verify_now(
+            request.key, client_ip=request.client_ip, limiter_id=request.client_ip,
+            required_roles=request.roles, endpoint="auth")
+        return None if result is None else self._auth_answer(result)
+
+    async def _auth(self, scope: Scope) -> Answer:
+        assert self.ctx is not None
+        request = self._auth_request(scope)
+        if not isinstance(request, _AuthRequest):
+            return request
+        result = await self.ctx.verifier.verify(
+            request.key, client_ip=request.client_ip, limiter_id=request.client_ip,
+            required_roles=request.roles, endpoint="auth")
+        if not (result.valid and request.jwt and result.record is not None):
+            return self._auth_answer(result)
+        assert self.upstream is not None
+        try:
+            bearer = (await self.upstream.authorization_for(result.record)).encode()
+        except OAuthError as exc:
+            if exc.status >= 500:  # Keycloak could not answer: deny closed, say so
+                raise
+            return (403, *self.rules.denial(403, "jwt_refused"), "jwt_refused")
+        return self._auth_answer(result, bearer)
+
+    def _auth_request(self, scope: Scope) -> _AuthRequest | Answer:
+        """What the request asks (key, roles, client address), or the refusal."""
         assert self.ctx is not None
         headers: dict[bytes, bytes] = dict(scope["headers"])
         query = parse_query(scope["query_string"])
@@ -126,19 +163,14 @@ class Gateway:
         if roles is None:
             return (403, *self.rules.denial(403, "bad_roles"), "bad_roles")
         client_ip = self.ctx.addresses.resolve(scope, headers)
-        result = await self.ctx.verifier.verify(key, client_ip=client_ip, limiter_id=client_ip,
-                                                required_roles=roles, endpoint="auth")
+        jwt = self.rules.always_jwt or self.rules.wants_jwt(query)
+        return _AuthRequest(key, roles, client_ip, jwt)
+
+    def _auth_answer(self, result: Verification, bearer: bytes | None = None) -> Answer:
         record = result.record
         if result.valid and record is not None:
             answer = self.rules.identity_headers(record)
-            if self.rules.always_jwt or self.rules.wants_jwt(query):
-                assert self.upstream is not None
-                try:
-                    bearer = (await self.upstream.authorization_for(record)).encode()
-                except OAuthError as exc:
-                    if exc.status >= 500:  # Keycloak could not answer: deny closed, say so
-                        raise
-                    return (403, *self.rules.denial(403, "jwt_refused"), "jwt_refused")
+            if bearer is not None:
                 answer = [*answer, (b"authorization", bearer), (b"x-auth-token", bearer)]
             return 200, answer, b"", "VALID"
         return (*self.rules.refusal(result), result.code.value)
@@ -157,13 +189,35 @@ class Gateway:
         await _send(send, status, headers, body)
         self.log.record(scope, status, code, started)
 
-    async def _verify(self, scope: Scope, receive: Receive) -> tuple[int, Headers, bytes, str]:
+    def verify_now(self, scope: Scope, raw: bytes | None) -> Answer | None:
+        """The answer to a whole request body (None: it was over the limit) when it needs
+        no I/O, else None."""
+        assert self.ctx is not None
+        request = self._verify_request(scope, raw)
+        if not isinstance(request, _VerifyRequest):
+            return request
+        result = self.ctx.verifier.verify_now(
+            request.key, client_ip=request.client_ip, limiter_id=request.client_ip,
+            required_roles=request.roles)
+        return None if result is None else _verify_answer(result)
+
+    async def _verify(self, scope: Scope, receive: Receive) -> Answer:
+        assert self.ctx is not None
+        raw = await _read_body(receive, self.max_body) if scope["method"] == "POST" else b""
+        request = self._verify_request(scope, raw)
+        if not isinstance(request, _VerifyRequest):
+            return request
+        result = await self.ctx.verifier.verify(
+            request.key, client_ip=request.client_ip, limiter_id=request.client_ip,
+            required_roles=request.roles)
+        return _verify_answer(result)
+
+    def _verify_request(self, scope: Scope, raw: bytes | None) -> _VerifyRequest | Answer:
         assert self.ctx is not None
         if scope["method"] != "POST":
             return (405, *_error(405, "method_not_allowed", "use POST"), "method_not_allowed")
-        raw = await _read_body(receive, self._max_body)
         if raw is None:
-            message = f"request body exceeds {self._max_body} bytes"
+            message = f"request body exceeds {self.max_body} bytes"
             return (413, *_error(413, "payload_too_large", message), "payload_too_large")
         try:
             key, required, claimed_ip = parse_verify_body(raw)
@@ -178,12 +232,51 @@ class Gateway:
             client_ip = claimed_ip
         else:
             client_ip = self.ctx.addresses.resolve(scope)
-        result = await self.ctx.verifier.verify(key, client_ip=client_ip, limiter_id=client_ip,
-                                                required_roles=required)
-        headers = [JSON_TYPE, NO_STORE]
-        if result.code is Code.RATE_LIMITED and result.retry_after:
-            headers.append((b"retry-after", str(result.retry_after).encode()))
-        return 200, headers, verification_body(result), result.code.value
+        return _VerifyRequest(key, required, client_ip)
+
+    # --- the route of a path, for callers that answer without ASGI (gateway_protocol) ---
+    def route(self, path: str) -> str | None:
+        """"auth", "verify", or None (anything else, through ``__call__``)."""
+        if self._root_path and (path == self._root_path
+                                or path.startswith(self._root_path + "/")):
+            path = path[len(self._root_path):] or "/"
+        return gateway_route(path)
+
+    def answer_now(self, route: str, scope: Scope, body: bytes | None) -> Answer | None:
+        """``auth_now`` or ``verify_now``, logged like the ASGI path; None to go there."""
+        started = time.perf_counter()
+        answer = self.auth_now(scope) if route == "auth" else self.verify_now(scope, body)
+        if answer is not None:
+            self.log.record(scope, answer[0], answer[3], started)
+        return answer
+
+
+@dataclass(frozen=True, slots=True)
+class _AuthRequest:
+    key: str
+    roles: tuple[str, ...]
+    client_ip: str
+    jwt: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _VerifyRequest:
+    key: str
+    roles: list[str]
+    client_ip: str
+
+
+def _verify_answer(result: Verification) -> Answer:
+    headers = [JSON_TYPE, NO_STORE]
+    if result.code is Code.RATE_LIMITED and result.retry_after:
+        headers.append((b"retry-after", str(result.retry_after).encode()))
+    return 200, headers, verification_body(result), result.code.value
+
+
+def gateway_route(path: str) -> str | None:
+    if path == AUTH_PATH or path.startswith("/v1/auth/"):  # Envoy appends the path
+        return "auth"
+    return "verify" if path == VERIFY_PATH else None
 
 
 def _rooted(scope: Scope, path: str, root: str) -> tuple[Scope, str]:

@@ -28,6 +28,8 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 DEMO_CLIENT_SECRET = "apikm-demo-secret"
+# What the snippets show (APIKM_GATEWAY_URLS): a plain base URL and a WMS URL with a query.
+GATEWAY_URLS = ("https://data.example.net", "https://maps.example.net/wms?service=WMS")
 
 
 @pytest.fixture(scope="session")
@@ -38,8 +40,8 @@ def keycloak() -> devstack.StackInfo:
 @pytest.fixture(scope="session")
 def ui_server(keycloak: devstack.StackInfo) -> Iterator[ApikmServer]:
     with apikm_server(None, keycloak.base_url, oidc_client_secret=DEMO_CLIENT_SECRET,
-                      session_secret=secrets.token_urlsafe(48),
-                      rate_limit="100/minute") as server:
+                      session_secret=secrets.token_urlsafe(48), rate_limit="100/minute",
+                      gateway_urls=",".join(GATEWAY_URLS)) as server:
         with sign_in_allowed(keycloak.base_url, server.url, realm=keycloak.realm):
             yield server
 
@@ -72,13 +74,15 @@ class UserSession:
     def go(self, path: str) -> None:
         self.page.goto(self.base_url + path)
 
-    def shot(self, name: str, docs: bool = False) -> None:
-        """Screenshot to test-artifacts/ (always) and docs/screenshots/ (README pictures)."""
+    def shot(self, name: str, docs: bool = False, docs_full_page: bool = True) -> None:
+        """Screenshot to test-artifacts/ (always) and docs/screenshots/ (README pictures;
+        ``docs_full_page=False``: the visible screen only, to keep the file small)."""
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
         if docs:
             SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-            self.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+            self.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"),
+                                 full_page=docs_full_page)
 
 
 def sign_in_through_keycloak(page: Page, username: str, password: str) -> None:
@@ -92,9 +96,10 @@ def new_user_session(browser: Browser, ui_server: ApikmServer) -> Iterator[
         Callable[..., UserSession]]:
     contexts: list[BrowserContext] = []
 
-    def open_as(username: str, password: str | None = None) -> UserSession:
+    def open_as(username: str, password: str | None = None,
+                timezone_id: str | None = None) -> UserSession:
         context = browser.new_context(viewport={"width": 1280, "height": 860},
-                                      base_url=ui_server.url)
+                                      base_url=ui_server.url, timezone_id=timezone_id)
         context.grant_permissions(["clipboard-read", "clipboard-write"], origin=ui_server.url)
         contexts.append(context)
         page = context.new_page()

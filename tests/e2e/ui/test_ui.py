@@ -89,7 +89,12 @@ def test_alice_creates_copies_uses_rotates_and_revokes_a_key(
     for snippet in ("snippet-curl", "snippet-url", "snippet-python", "snippet-env"):
         assert key in page.inner_text(f"#{snippet}")
     assert f"APIKM_API_KEY={key}" in page.inner_text("#snippet-env")
-    assert f"?apikey={key}" in page.inner_text("#snippet-url")
+    url_snippet = page.inner_text("#snippet-url")
+    # The configured gateways (APIKM_GATEWAY_URLS), the key joined to each URL's own query.
+    assert f"https://data.example.net/path/to/raster.tif?apikey={key}" in url_snippet
+    assert f"https://maps.example.net/wms?service=WMS&apikey={key}" in url_snippet
+    assert "data.example.org" not in page.inner_text("main")
+    assert page.inner_text("#snippet-python").startswith("# pip install ")
     alice.shot("copy-your-key", docs=True)
     key_id = key_id_of(page)
 
@@ -157,7 +162,8 @@ def test_create_form_explains_errors(new_user_session: OpenAs) -> None:
     page.get_by_role("button", name="Create key").click()
     expect(page.locator("#form-errors")).to_be_visible()
     expect(page.locator("#name-error")).to_contain_text("Give the key a name")
-    expect(page.locator("#meta-error")).to_contain_text("not valid JSON")
+    expect(page.locator("#meta-error")).to_have_text(
+        'Metadata must be a JSON object, e.g. {"project": "ndvi"}; error at line 1, column 2.')
     expect(page.locator("#networks-error")).to_contain_text("CIDR")
     # What was typed and ticked survives the round trip.
     assert page.is_checked('input[name="roles"][value="editor"]')

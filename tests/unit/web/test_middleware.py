@@ -6,7 +6,7 @@ from structlog.testing import capture_logs
 
 from apikm.keys.format import generate_key
 from apikm.logs import Redactor
-from apikm.web.middleware import MAX_LOGGED_PATH, AccessLog, logged_path
+from apikm.web.middleware import MAX_LOGGED_PATH, AccessLog, LimitBodySize, logged_path
 
 
 async def _ok(scope: Scope, receive: Receive, send: Send) -> None:
@@ -49,3 +49,31 @@ def test_a_cut_never_leaves_part_of_a_secret(cut: int) -> None:
 def test_short_paths_are_kept() -> None:
     assert logged_path("/v1/keys/abc") == "/v1/keys/abc"
     assert logged_path("/" + "a" * 300) == "/…"
+
+
+async def _status(path: str, size: int, root_path: str = "") -> int:
+    statuses: list[int] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"x" * size}
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    async def reads(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await _ok(scope, receive, send)
+
+    scope: Scope = {"type": "http", "method": "POST", "path": path, "root_path": root_path,
+                    "headers": [(b"content-length", str(size).encode())]}
+    await LimitBodySize(reads, 1024, path_limits={"/v1/leaks": 4096})(scope, receive, send)
+    return statuses[0]
+
+
+async def test_a_path_may_have_a_body_limit_of_its_own() -> None:
+    assert await _status("/v1/keys", 2000) == 413
+    assert await _status("/v1/leaks", 2000) == 204
+    assert await _status("/apikm/v1/leaks", 2000, root_path="/apikm") == 204
+    assert await _status("/v1/leaks", 5000) == 413
+    assert await _status("/v1/leaks/x", 2000) == 413

@@ -22,12 +22,13 @@ from apikm.web.errors import redactor_of
 from apikm.web.ui.auth import AdminRequired, LoginRequired, UiUser, ui_state
 from apikm.web.ui.csrf import CSRF_FIELD, CsrfRefused
 from apikm.web.ui.oidc import SignInError
-from apikm.web.ui.views import format_datetime, relative
+from apikm.web.ui.views import format_datetime, iso_utc, relative
 
 log = structlog.get_logger(__name__)
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.filters["dt"] = format_datetime
+templates.env.filters["iso_utc"] = iso_utc
 templates.env.globals.update(relative=relative, version=__version__, csrf_field=CSRF_FIELD)
 
 

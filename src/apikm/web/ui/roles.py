@@ -5,6 +5,11 @@ nicety read from Keycloak's admin API: first with the user's own token (enough f
 administrators), else with apikm's service account (``view-users`` reads the descriptions
 of a user's realm roles; client role descriptions need ``view-clients``). Whatever cannot be
 read is shown by name only; a Keycloak hiccup never blocks key creation.
+
+An application is shown by its display name (Keycloak's client "Name", e.g. "GeoServer"), not
+by the client's description: that one is written for Keycloak administrators ("Resource
+server; only holds client roles") and means nothing to a key owner. Role descriptions are
+written for people granting the role, so they are shown.
 """
 
 from __future__ import annotations
@@ -34,15 +39,15 @@ class RoleOption:
 
 @dataclass(frozen=True)
 class RoleGroup:
-    application: str | None  # None: realm roles
-    description: str | None
+    application: str | None  # the client id; None: realm roles
+    label: str | None  # the client's display name, when it has one besides its id
     roles: tuple[RoleOption, ...]
 
 
 @dataclass
 class _Descriptions:
     realm: dict[str, str] = field(default_factory=dict)
-    clients: dict[str, str] = field(default_factory=dict)  # client id -> its description
+    clients: dict[str, str] = field(default_factory=dict)  # client id -> its display name
     client_roles: dict[str, str] = field(default_factory=dict)  # "client:role" -> description
 
 
@@ -114,8 +119,9 @@ class RoleCatalog:
         clients = await self._first(http, tokens, f"/clients?clientId={quote(client)}")
         if not clients or not isinstance(clients[0], dict):
             return
-        if _readable(clients[0].get("description")):
-            found.clients[client] = str(clients[0]["description"])
+        name = clients[0].get("name")
+        if _readable(name) and str(name) != client:
+            found.clients[client] = str(name)
         uuid = quote(str(clients[0].get("id", "")))
         for role in await self._first(http, tokens, f"/clients/{uuid}/roles") or []:
             if isinstance(role, dict) and _readable(role.get("description")):

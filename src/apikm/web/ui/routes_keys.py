@@ -12,7 +12,7 @@ from starlette.responses import RedirectResponse
 from apikm.db import utcnow
 from apikm.identity.owners import remember_owner
 from apikm.identity.tables import owners
-from apikm.keys.policy import MAX_NAME, PolicyError, check_name
+from apikm.keys.policy import MAX_NAME, PolicyError
 from apikm.keys.service import (
     STATUSES,
     Actor,
@@ -24,20 +24,30 @@ from apikm.keys.service import (
 from apikm.web.context import AppContext
 from apikm.web.ui.auth import Ctx, FreshUser, Ui, UiState, UiUser, User
 from apikm.web.ui.csrf import check_csrf
-from apikm.web.ui.forms import FIELD_OF, expiry_choices, parse_new_key, sentence
+from apikm.web.ui.forms import (
+    FIELD_OF,
+    edit_values,
+    expiry_choices,
+    parse_key_edit,
+    parse_new_key,
+    parse_renewal,
+    sentence,
+)
 from apikm.web.ui.handoff import Handoffs
 from apikm.web.ui.render import UiRoute, render
+from apikm.web.ui.snippets import snippets
 from apikm.web.ui.views import key_state, lost_roles, usage_chart
 
 router = APIRouter(route_class=UiRoute, include_in_schema=False)
 PAGE_SIZE = 50
 STATUS_FILTERS = ("all", *STATUSES)
-# The auth class of apikm.client that reads APIKM_API_KEY, shown in the Python snippet.
-PYTHON_AUTH = "APIKeyAuth"
 DONE_MESSAGES = {
-    "renamed": "The key was renamed.",
+    "saved": "Your changes were saved. Services see them within seconds.",
+    "unchanged": "Nothing was changed.",
+    "renewed": "The key was renewed: it works until its new expiry, with the same secret.",
     "revoked": "The key was revoked. It stops working within seconds.",
 }
+RENEWABLE = ("active", "expired")
 
 
 async def checked_user(request: Request, user: User) -> UiUser:
@@ -131,11 +141,8 @@ async def show_once(request: Request, key_id: uuid.UUID, user: User, ctx: Ctx, u
     key = await ctx.keys.get(str(key_id), owner_id)
     if handoff is None:
         return render(request, "key_shown.html", user, 410, key=key)
-    settings = ctx.settings
     return render(request, "key_created.html", user, key=key, secret=handoff.secret,
-                  rotated=handoff.rotated, base_url=settings.base_url,
-                  header=settings.auth_header[0], query_param=settings.auth_query_param,
-                  python_auth=PYTHON_AUTH)
+                  rotated=handoff.rotated, snippets=snippets(handoff.secret, ctx.settings))
 
 
 @router.get("/keys/{key_id}")
@@ -153,24 +160,48 @@ async def _key_page(request: Request, user: UiUser, ctx: AppContext, key_id: str
     audit = await list_audit(ctx.engine, key_id=key_id, limit=50)
     owner = await owner_row(ctx, owner_id)
     now = utcnow()
+    extra.setdefault("edit", edit_values(key))
+    extra.setdefault("renewal", {"expiry": "default", "expiry_date": ""})
     return render(request, "key.html", user, status, key=key,
                   state=key_state(key, now, owner), lost=lost_roles(key, user.principal.roles),
                   chart=usage_chart(usage, now.date()), audit=audit,
-                  errors=extra.pop("errors", {}), **extra)
+                  choices=expiry_choices(ctx.settings, now.date()),
+                  renewable=key["status"] in RENEWABLE, errors=extra.pop("errors", {}), **extra)
 
 
-@router.post("/keys/{key_id}/rename")
-async def rename_key(request: Request, key_id: uuid.UUID, user: Posted, ctx: Ctx) -> Response:
-    form = await request.form()
-    raw = form.get("name")
-    try:
-        name = check_name(raw if isinstance(raw, str) else "")
-        await ctx.keys.update(str(key_id), user.principal.user_id, KeyChanges(name=name),
-                              Actor.of(user.principal))
-    except PolicyError as exc:
-        return await _key_page(request, user, ctx, str(key_id), 422,
-                               errors={"name": sentence(str(exc))})
-    return RedirectResponse(f"/keys/{key_id}?done=renamed", status_code=303)
+@router.post("/keys/{key_id}/edit")
+async def edit_key(request: Request, key_id: uuid.UUID, user: Posted, ctx: Ctx) -> Response:
+    owner_id = user.principal.user_id
+    key = await ctx.keys.get(str(key_id), owner_id)
+    form = parse_key_edit(await request.form(), key, ctx.settings)
+    errors = form.errors
+    if form.changes is not None and form.changes == KeyChanges():
+        return RedirectResponse(f"/keys/{key_id}?done=unchanged", status_code=303)
+    if form.changes is not None:
+        try:
+            await ctx.keys.update(str(key_id), owner_id, form.changes, Actor.of(user.principal))
+        except PolicyError as exc:
+            errors = {FIELD_OF.get(exc.field or "", "edit"): sentence(str(exc))}
+    if errors:
+        return await _key_page(request, user, ctx, str(key_id), 422, errors=errors,
+                               edit=form.values)
+    return RedirectResponse(f"/keys/{key_id}?done=saved", status_code=303)
+
+
+@router.post("/keys/{key_id}/renew")
+async def renew_key(request: Request, key_id: uuid.UUID, user: Posted, ctx: Ctx) -> Response:
+    values, errors, expires_at = parse_renewal(await request.form(), ctx.settings, utcnow())
+    if not errors:
+        try:
+            await ctx.keys.renew(str(key_id), user.principal.user_id, expires_at,
+                                 Actor.of(user.principal))
+        except PolicyError as exc:
+            errors = {"renew": sentence(str(exc))}
+    if errors:
+        errors = {"renew": errors.get("expiry") or errors.get("renew", "")}
+        return await _key_page(request, user, ctx, str(key_id), 422, errors=errors,
+                               renewal=values)
+    return RedirectResponse(f"/keys/{key_id}?done=renewed", status_code=303)
 
 
 def _overlap_options(ctx: AppContext) -> list[tuple[int, str]]:

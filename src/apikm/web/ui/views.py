@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 EXPIRING_SOON = timedelta(days=7)
@@ -32,7 +32,7 @@ def key_state(key: Mapping[str, Any], now: datetime,
         return KeyState("Revoked", "muted", reason + ".")
     if status == "expired":
         return KeyState("Expired", "bad", f"Expired {format_datetime(key['expires_at'])}. "
-                        "Expired keys cannot be extended; create a new one.")
+                        "Renew it on its page to use it again (same secret), or create a new one.")
     if status == "suspended":
         since = owner.get("disabled_at") if owner else None
         when = f" since {format_datetime(since)}" if since else ""
@@ -54,6 +54,13 @@ def format_datetime(value: datetime | None) -> str:
     if value is None:
         return "never"
     return value.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def iso_utc(value: datetime) -> str:
+    """For <time datetime>: always with its zone, so a browser never reads it as local."""
+    if value.tzinfo is None:  # stored as UTC; some drivers hand it back naive
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def relative(value: datetime | None, now: datetime) -> str:

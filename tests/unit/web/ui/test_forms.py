@@ -47,9 +47,22 @@ def test_a_date_means_the_end_of_that_day_capped_by_the_policy() -> None:
     last = parse_new_key(form(name="k", expiry="date", expiry_date="2026-03-11"), s, NOW)
     assert last.new_key is not None and last.new_key.expires_at == NOW + timedelta(hours=240)
     late = parse_new_key(form(name="k", expiry="date", expiry_date="2026-03-12"), s, NOW)
-    assert "at most 10 days" in late.errors["expiry"]
+    assert late.errors["expiry"] == ("Keys can live at most 10 days: pick 11 March 2026 or "
+                                     "earlier.")
     past = parse_new_key(form(name="k", expiry="date", expiry_date="2026-02-28"), s, NOW)
-    assert "future" in past.errors["expiry"]
+    assert past.errors["expiry"] == "Pick a day after today."
+
+
+def test_the_date_is_the_native_inputs_iso_value_and_errors_name_no_format() -> None:
+    s = settings(max_apikey_ttl_hour=240, default_apikey_ttl_hour=24)
+    for typed in ("", "03/05/2026", "2026-3-5", "2026-02-30", "20260305"):
+        parsed = parse_new_key(form(name="k", expiry="date", expiry_date=typed), s, NOW)
+        message = parsed.errors["expiry"]
+        assert message == "Pick the day the key should expire in the date field.", typed
+        assert "YYYY" not in message and "mm/dd" not in message.lower()
+    choices = expiry_choices(s, NOW.date())
+    assert (choices.min_date, choices.max_date) == ("2026-03-02", "2026-03-11")
+    assert choices.max_label == "11 March 2026"
 
 
 def test_every_problem_is_reported_at_once() -> None:
@@ -59,7 +72,11 @@ def test_every_problem_is_reported_at_once() -> None:
     assert set(parsed.errors) == {"name", "expiry", "networks", "meta"}
     assert "JSON object" in parsed.errors["meta"]
     bad_json = parse_new_key(form(name="k", meta="{oops"), settings(), NOW)
-    assert "not valid JSON" in bad_json.errors["meta"]
+    assert bad_json.errors["meta"] == ('Metadata must be a JSON object, e.g. {"project": '
+                                       '"ndvi"}; error at line 1, column 2.')
+    second_line = parse_new_key(form(name="k", meta='{"a": 1,\n  b}'), settings(), NOW)
+    assert second_line.errors["meta"].endswith("error at line 2, column 3.")
+    assert "Expecting" not in second_line.errors["meta"]  # not Python's parser wording
 
 
 def test_presets_longer_than_the_policy_are_not_offered() -> None:

@@ -27,7 +27,7 @@ def test_a_revoked_key_says_by_whom_and_why() -> None:
 
 def test_expired_suspended_and_expiring_keys_are_told_apart() -> None:
     expired = key_state(key(status="expired", expires_at=NOW - timedelta(hours=1)), NOW)
-    assert expired.tone == "bad" and "cannot be extended" in (expired.reason or "")
+    assert expired.tone == "bad" and "Renew it" in (expired.reason or "")
     suspended = key_state(key(status="suspended"), NOW, {"disabled_at": NOW})
     assert "disabled since 2026-03-01" in (suspended.reason or "")
     soon = key_state(key(expires_at=NOW + timedelta(days=6)), NOW)

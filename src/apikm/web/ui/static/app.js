@@ -5,7 +5,7 @@
   function textOf(id) {
     var el = document.getElementById(id);
     if (!el) return "";
-    return el.value !== undefined && el.tagName === "INPUT" ? el.value : el.textContent;
+    return el.tagName === "INPUT" || el.tagName === "TEXTAREA" ? el.value : el.textContent;
   }
 
   function fallbackCopy(text) {
@@ -47,6 +47,24 @@
   document.addEventListener("focusin", function (event) {
     if (event.target.matches && event.target.matches("[data-select-on-focus]")) event.target.select();
   });
+
+  // Times are rendered in UTC; show them in the viewer's own time zone (the UTC text stays
+  // in the title, and is what a browser without JavaScript shows).
+  function localTimes() {
+    var format;
+    try {
+      format = new Intl.DateTimeFormat(undefined, { year: "numeric", month: "2-digit", day: "2-digit",
+        hour: "2-digit", minute: "2-digit", hourCycle: "h23", timeZoneName: "short" });
+    } catch (e) { return; }
+    document.querySelectorAll("time[data-local]").forEach(function (el) {
+      var when = new Date(el.getAttribute("datetime"));
+      if (isNaN(when.getTime())) return;
+      el.textContent = format.format(when);
+      el.setAttribute("data-localised", "");
+    });
+  }
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", localTimes);
+  else localTimes();
 
   // Picking a date selects the "Until a date" expiry choice.
   document.addEventListener("input", function (event) {

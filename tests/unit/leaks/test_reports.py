@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from apikm.leaks.reports import Outcome, Reported, ReportError, answer, label, parse_report
+
+
+def test_github_payload_is_read_and_answered_with_hash_type_and_label() -> None:
+    body = json.dumps([{"token": "apikm_abc", "type": "apikm_api_key",
+                        "url": "https://github.com/o/r/blob/1/a.txt", "source": "content"},
+                       {"token": "t2", "type": "x", "url": None, "extra": 1}]).encode()
+    first, second = parse_report(body)
+    assert (first.type, first.url, first.source) == ("apikm_api_key",
+                                                     "https://github.com/o/r/blob/1/a.txt",
+                                                     "content")
+    assert (second.url, second.source) == ("", "")
+    assert "apikm_abc" not in repr(first)
+    assert answer(first, Outcome.REVOKED, detailed=False) == {
+        "token_hash": hashlib.sha256(b"apikm_abc").hexdigest(),
+        "token_type": "apikm_api_key", "label": "true_positive"}
+    assert answer(second, Outcome.UNKNOWN, detailed=True, key_id=None) == {
+        "token_hash": hashlib.sha256(b"t2").hexdigest(), "token_type": "x",
+        "label": "false_positive", "outcome": "unknown", "key_id": None}
+
+
+def test_labels_are_githubs_two() -> None:
+    assert {label(o) for o in Outcome} == {"true_positive", "false_positive"}
+    assert [o for o in Outcome if label(o) == "true_positive"] == [
+        Outcome.REVOKED, Outcome.ALREADY_REVOKED, Outcome.ROTATED_AWAY]
+
+
+@pytest.mark.parametrize(("body", "status"), [
+    (b"not json", 400),
+    (b"\xff\xfe", 400),
+    (b'{"token": "x"}', 422),
+    (b'[{"type": "x"}]', 422),
+    (b'[{"token": 5}]', 422),
+    (b'[{"token": ""}]', 422),
+    (json.dumps([{"token": "x" * 513}]).encode(), 422),
+    (b"[1]", 422),
+])
+def test_malformed_reports_are_refused(body: bytes, status: int) -> None:
+    with pytest.raises(ReportError) as caught:
+        parse_report(body)
+    assert caught.value.status == status
+
+
+def test_a_refusal_never_echoes_a_token() -> None:
+    secret = "apikm_" + "S" * 600
+    with pytest.raises(ReportError) as caught:
+        parse_report(json.dumps([{"token": secret}]).encode())
+    assert "SSSS" not in json.dumps(caught.value.details)
+
+
+def test_an_empty_report_is_fine() -> None:
+    assert parse_report(b"[]") == []
+    assert Reported("x").token_hash == hashlib.sha256(b"x").hexdigest()
