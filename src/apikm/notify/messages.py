@@ -63,6 +63,10 @@ def _what(payload: Mapping[str, Any]) -> str:
         return f"expires in {days} day{'s' if days != 1 else ''}"
     if event == "key.limit_tripped":
         return "tripped " + _LIMITS.get(str(details.get("limit", "")), "a limit")
+    if event == "key.leaked" and (payload.get("key") or {}).get("status") not in (None,
+                                                                                "revoked"):
+        # A rotated-away secret whose overlap had ended: recorded, the key left working.
+        return "was reported leaked: an old, rotated-away secret of it (the key still works)"
     if event == "key.revoked" and details.get("reason"):
         return f"was revoked ({details['reason']})"
     return _WHAT.get(event, event)

@@ -220,7 +220,8 @@ class Notifier:
         now, clock = utcnow(), time.monotonic()
         late = now - timedelta(seconds=LATE_COMMIT)
         base = (sa.select(audit_events, api_keys.c.name, api_keys.c.public_id,
-                          api_keys.c.expires_at, owners.c.username, owners.c.email)
+                          api_keys.c.expires_at, api_keys.c.status, owners.c.username,
+                          owners.c.email)
                 .select_from(audit_events
                              .outerjoin(api_keys, api_keys.c.id == audit_events.c.key_id)
                              .outerjoin(owners, owners.c.user_id == audit_events.c.owner_id))
@@ -265,7 +266,7 @@ class Notifier:
         windows = rules.crossing_windows(since, now, self.config.thresholds)
         query = (sa.select(api_keys.c.id.label("key_id"), api_keys.c.name, api_keys.c.public_id,
                            api_keys.c.expires_at, api_keys.c.created_at, api_keys.c.owner_id,
-                           owners.c.username, owners.c.email)
+                           api_keys.c.status, owners.c.username, owners.c.email)
                  .select_from(api_keys.outerjoin(owners, owners.c.user_id == api_keys.c.owner_id))
                  .where(api_keys.c.status == "active",
                         sa.or_(*(sa.and_(api_keys.c.expires_at > low, api_keys.c.expires_at <= high)
@@ -304,7 +305,8 @@ class Notifier:
         if key_id and row.public_id:
             key = {"id": key_id, "public_id": row.public_id, "name": row.name,
                    "hint": key_hint(self.config.key_prefix, row.public_id),
-                   "expires_at": row.expires_at.isoformat() if row.expires_at else None}
+                   "expires_at": row.expires_at.isoformat() if row.expires_at else None,
+                   "status": row.status}  # as the worker read it, just after the event
         owner = {"id": row.owner_id, "username": row.username or row.owner_id} \
             if row.owner_id else None
         return {"type": event, "id": event_id, "at": at.isoformat(), "key": key,

@@ -117,3 +117,35 @@ def test_expiry_warning_once_across_two_replicas_and_a_restart(
         warnings = [n for n in log if n["key_id"] == key["id"] and n["event"] == "key.expiring"]
         assert sorted((n["channel"], n["status"]) for n in warnings) == [
             ("email", "sent"), ("webhook", "sent")]
+
+
+def test_a_leak_report_sends_the_owner_one_mail(
+        keycloak: devstack.StackInfo, token: Callable[[str], str], smtp: SmtpServer) -> None:
+    """A leak reported through ``POST /v1/leaks`` revokes the key: its owner gets the leak's
+    mail (not a revocation mail as well), the admins an alert; the key is in neither."""
+    with apikm_server(None, keycloak.base_url, oidc_client_secret=DEMO_SYNC_SECRET,
+                      smtp_url=smtp.url, admin_emails="leaks@example.org",
+                      notify_interval_seconds="0.3") as server:
+        with user_client(server.url, token("alice")) as alice:
+            secret, key = create_key(alice, ["analyst"])
+        with httpx.Client(base_url=server.url, timeout=30, headers={
+                "Authorization": f"Bearer {token('admin')}"}) as admin:
+            reported = admin.post("/v1/leaks", json=[{
+                "token": secret, "type": "apikm_api_key", "url": "scanner://ci/job/7",
+                "source": "content"}])
+            assert reported.status_code == 200, reported.text
+            assert reported.json()[0]["outcome"] == "revoked"
+        leak = smtp.wait_for(lambda got: sum(about(key)(m) for m in got) >= 3, timeout=20)
+        time.sleep(1.5)  # more rounds: nothing else may come
+        mails = sorted(((m.recipients[0], m.subject) for m in smtp.messages() if about(key)(m)))
+        label = f"Key \u201c{key['name']}\u201d ({key['hint']})"
+        assert mails == [
+            ("alice@example.org", f"[apikm] {label} was created"),
+            ("alice@example.org", f"[apikm] {label} was reported leaked and has been revoked"),
+            ("leaks@example.org", f"[apikm] alert: {label} of alice was reported leaked and "
+                                  "has been revoked"),
+        ]
+        text = next(m for m in leak if "leaked" in m.subject and m.recipients ==
+                    ["alice@example.org"]).text
+        assert "scanner://ci/job/7" in text and secret not in text
+        assert secret not in server.log_text() and smtp.password not in server.log_text()

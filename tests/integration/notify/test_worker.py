@@ -173,10 +173,15 @@ async def test_owner_and_admin_mails_follow_the_rules(
         await audit(engine, "suspend", SYNC_ACTOR, key, reason="owner disabled in Keycloak")
         await audit(engine, "new_network", SYNC_ACTOR, key, network="203.0.113.0/24",
                     address="203.0.113.9")
-        await audit(engine, "leak_reported", Actor("leaks", "leaks"), leaked,
-                    url="https://github.com/x/y/blob/main/.env", source="github",
-                    reporter="GitHub secret scanning")
-        await audit(engine, "revoke", Actor("leaks", "leaks"), leaked, reason="leaked")
+        async with engine.begin() as conn:  # as apikm.leaks does, in one transaction
+            await conn.execute(sa.update(api_keys).where(api_keys.c.id == leaked["id"])
+                               .values(status="revoked"))
+            await record_audit(conn, "revoke", Actor("leaks", "leaks"), leaked["id"],
+                               "alice-id", {"reason": "leaked"})
+            await record_audit(conn, "leak_reported", Actor("leaks", "leaks"), leaked["id"],
+                               "alice-id", {"url": "https://github.com/x/y/blob/main/.env",
+                                            "source": "github",
+                                            "reporter": "GitHub secret scanning"})
         await notifier.run_round()
     names = (f"\u201c{key['name']}\u201d", f"\u201c{leaked['name']}\u201d")
 
@@ -312,7 +317,8 @@ async def test_webhooks_are_signed_retried_after_500s_and_logged(
     assert body["type"] == "key.created"
     assert body["data"]["key"] == {"id": key["id"], "public_id": key["public_id"],
                                    "name": key["name"], "hint": f"apikm_{key['public_id']}...",
-                                   "expires_at": body["data"]["key"]["expires_at"]}
+                                   "expires_at": body["data"]["key"]["expires_at"],
+                                   "status": "active"}
     assert key["secret"] not in json.dumps(body)
     sent = [r for r in await rows(engine, notifications) if r.channel == "webhook"]
     assert [(r.recipient, r.status, r.attempts) for r in sent] == [(endpoint.id, "sent", 3)]

@@ -68,3 +68,13 @@ def test_webhook_body_is_the_standard_webhooks_shape() -> None:
     assert body["timestamp"] == "2030-01-10T12:00:00+00:00"
     assert body["data"]["key"]["hint"] == "apikm_AbCd1234..."
     assert body["data"]["id"] == "audit:7"
+
+
+def test_a_leak_of_an_old_secret_does_not_claim_a_revocation() -> None:
+    revoked = payload("key.leaked")
+    revoked["key"]["status"] = "revoked"
+    assert "has been revoked" in messages.render_mail(revoked, "owner", BASE, REDACTOR).subject
+    old = payload("key.leaked")
+    old["key"]["status"] = "active"
+    subject = messages.render_mail(old, "owner", BASE, REDACTOR).subject
+    assert "rotated-away secret" in subject and "revoked" not in subject
