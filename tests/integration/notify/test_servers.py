@@ -137,7 +137,7 @@ def test_a_leak_report_sends_the_owner_one_mail(
             assert reported.json()[0]["outcome"] == "revoked"
         leak = smtp.wait_for(lambda got: sum(about(key)(m) for m in got) >= 3, timeout=20)
         time.sleep(1.5)  # more rounds: nothing else may come
-        mails = sorted(((m.recipients[0], m.subject) for m in smtp.messages() if about(key)(m)))
+        mails = sorted((m.recipients[0], m.subject) for m in smtp.messages() if about(key)(m))
         label = f"Key \u201c{key['name']}\u201d ({key['hint']})"
         assert mails == [
             ("alice@example.org", f"[apikm] {label} was created"),
