@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from apikm.notify import outbox
 from apikm.notify.webhooks import Endpoint, EndpointError, EndpointStore
 from apikm.web.api.deps import Admin, Ctx
+from apikm.web.api.keys import Limit, Offset
 from apikm.web.api.schemas import ERROR_RESPONSES
 from apikm.web.context import AppContext
 from apikm.web.errors import ApiError
@@ -110,7 +111,6 @@ async def test_webhook(endpoint_id: uuid.UUID, admin: Admin, ctx: Ctx) -> dict[s
 async def delivery_log(admin: Admin, ctx: Ctx,
                        status: Annotated[str | None, Query(pattern="^(pending|sent|failed)$")]
                        = None,
-                       limit: Annotated[int, Query(ge=1, le=500)] = 100,
-                       offset: Annotated[int, Query(ge=0)] = 0) -> list[dict[str, Any]]:
+                       limit: Limit = 100, offset: Offset = 0) -> list[dict[str, Any]]:
     """Notifications, newest first, each with its delivery attempts."""
     return await outbox.delivery_log(ctx.engine, limit, offset, status)
