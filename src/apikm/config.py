@@ -144,6 +144,28 @@ class Settings(BaseSettings):
     introspect_networks: Annotated[list[str], NoDecode] = ["127.0.0.1/32", "::1/128"]
     introspect_role: str = "apikm-introspect"
 
+    # --- notifications (apikm.notify) ----------------------------------------------------
+    notify_enabled: bool = Field(True, description="run the notification worker (mails, "
+                                 "webhooks) in apikm serve; one replica at a time delivers")
+    smtp_url: SecretStr | None = Field(
+        None, description="smtp://user:password@host:port (STARTTLS when offered; "
+        "?starttls=true requires it, ?starttls=false never), smtps://... for TLS; "
+        "?cafile=/path trusts a private CA. Unset: no mail")
+    smtp_from: str = Field("apikm <apikm@localhost>", description="From: of every mail")
+    smtp_timeout_seconds: float = Field(15.0, gt=0, le=300)
+    admin_emails: Annotated[list[str], NoDecode] = Field(
+        [], description="addresses that get the security alerts (new network, secret "
+        "reuse, leak, limit tripped)")
+    expiry_warning_days: Annotated[list[int], NoDecode] = Field(
+        [30, 7, 1], description="days before expiry to warn a key's owner, e.g. '30,7,1'")
+    notify_interval_seconds: float = Field(2.0, gt=0, le=300,
+                                           description="how often the worker looks for work")
+    notify_max_attempts: int = Field(8, ge=1, le=50, description="deliveries tried before "
+                                     "a notification is marked failed")
+    notify_retry_seconds: float = Field(30.0, gt=0, le=3600, description="first retry "
+                                        "delay; doubled at each attempt, at most an hour")
+    webhook_timeout_seconds: float = Field(10.0, gt=0, le=120)
+
     # --- leak reports (apikm.leaks) -------------------------------------------------------
     leak_report_keys: str = Field(
         "", description="public keys GitHub signs secret scanning reports with: JSON or the "
@@ -173,7 +195,8 @@ class Settings(BaseSettings):
                                            "OpenAPI document")
 
     @field_validator("trusted_proxies", "introspect_networks", "auth_header",
-                     "token_audience", "gateway_urls", mode="before")
+                     "token_audience", "gateway_urls", "admin_emails", "expiry_warning_days",
+                     mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
@@ -184,6 +207,22 @@ class Settings(BaseSettings):
         from apikm.compat.settings import attribute_names
 
         return attribute_names(value)
+
+    @field_validator("expiry_warning_days")
+    @classmethod
+    def _warning_days(cls, value: list[int]) -> list[int]:
+        if any(day < 1 or day > 365 for day in value):
+            raise ValueError("days must be between 1 and 365, e.g. '30,7,1'")
+        return sorted(set(value), reverse=True)
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url(cls, value: SecretStr | None) -> SecretStr | None:
+        from apikm.notify.smtp import parse_smtp_url
+
+        if value is not None and value.get_secret_value():
+            parse_smtp_url(value.get_secret_value())  # SmtpUrlError: ValueError, no password
+        return value if value is not None and value.get_secret_value() else None
 
     @field_validator("keycloak_sync_freq")
     @classmethod

@@ -16,14 +16,15 @@ import apikm.alerts.tables
 import apikm.cluster.tables
 import apikm.identity.tables
 import apikm.keys.tables
+import apikm.notify.tables
 import apikm.tokens.tables
 import apikm.verify.tables
 from apikm.db import create_engine, metadata
 from apikm.migrations import upgrade
 
 pytestmark = pytest.mark.integration
-_ = (apikm.alerts.tables, apikm.cluster.tables, apikm.identity.tables, apikm.tokens.tables,
-     apikm.verify.tables)
+_ = (apikm.alerts.tables, apikm.cluster.tables, apikm.identity.tables, apikm.notify.tables,
+     apikm.tokens.tables, apikm.verify.tables)
 
 
 def differences(url: str) -> list[Any]:

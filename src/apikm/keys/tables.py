@@ -26,7 +26,8 @@ api_keys = sa.Table(
     sa.Column("previous_secret_expires_at", UTCDateTime()),
     # active | suspended | revoked; "expired" is derived from expires_at.
     sa.Column("status", sa.String(16), nullable=False, server_default="active"),
-    sa.Column("expires_at", UTCDateTime(), nullable=False),
+    # Indexed: the notification worker looks for keys crossing an expiry-warning threshold.
+    sa.Column("expires_at", UTCDateTime(), nullable=False, index=True),
     # Indexed: the Keycloak sync follows new keys to confirm their owner's roles at once.
     sa.Column("created_at", UTCDateTime(), nullable=False, index=True),
     sa.Column("created_by", sa.String(255), nullable=False),

@@ -11,14 +11,15 @@ import apikm.alerts.tables
 import apikm.cluster.tables
 import apikm.identity.tables
 import apikm.keys.tables
+import apikm.notify.tables
 import apikm.tokens.tables
 import apikm.verify.tables
 from apikm.db import create_engine, metadata
 
 config = context.config
 target_metadata = metadata
-_ = (apikm.alerts.tables, apikm.cluster.tables, apikm.identity.tables, apikm.tokens.tables,
-     apikm.verify.tables)
+_ = (apikm.alerts.tables, apikm.cluster.tables, apikm.identity.tables, apikm.notify.tables,
+     apikm.tokens.tables, apikm.verify.tables)
 
 
 def _run(connection: Connection) -> None:

@@ -22,6 +22,7 @@ from apikm.logs import configure_logging
 from apikm.tokens.services import build_token_services
 from apikm.web import oauth, ops, ui
 from apikm.web.api import admin, keys, leaks
+from apikm.web.api import notify as notify_api
 from apikm.web.context import build_context
 from apikm.web.errors import install_error_handlers
 from apikm.web.gateway import Gateway
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None) -> Gateway:
     oauth.add_routes(app, settings)
     app.include_router(keys.router)
     app.include_router(admin.router)
+    app.include_router(notify_api.router)
     leaks.install(app, settings)  # POST /v1/leaks
     if settings.compat_api:  # APIKeyManager's /auth/... and /health/status
         compat_routes.install(app, settings)

@@ -17,11 +17,13 @@ from apikm.cluster.events import Event, Kind
 from apikm.compat.legacy_keys import imported_keys_exist, on_import_event
 from apikm.config import ConfigError, Settings
 from apikm.db import create_engine, create_sqlite_reader
+from apikm.encryption import encryption_keys
 from apikm.identity.sync import SyncWorker, worker_from_settings
 from apikm.identity.tokens import TokenValidator
 from apikm.keys.hashing import PepperRing, load_or_create_pepper_file, parse_peppers
 from apikm.keys.policy import LifetimePolicy
 from apikm.keys.service import KeyPolicy, KeyService
+from apikm.notify.worker import Notifier, notifier_from_settings
 from apikm.verify.failure_counter import SharedFailureCounter
 from apikm.verify.limiter import Limiter, redis_url_of
 from apikm.verify.store import KeyStore
@@ -43,6 +45,9 @@ class AppContext:
     bus: EventBus
     alerts: AlertWriter
     sync: SyncWorker | None = None  # None: sync off (see the log line at start)
+    # Mails and webhooks; its worker runs only with APIKM_NOTIFY_ENABLED (admins may still
+    # send test notifications from any replica).
+    notifier: Notifier | None = None
 
     async def start(self) -> None:
         await self.verifier.limiter.check_storage()
@@ -50,10 +55,14 @@ class AppContext:
         await self.bus.start()
         self.usage.start()
         self.alerts.start()
+        if self.notifier is not None and self.settings.notify_enabled:
+            self.notifier.start()
 
     async def close(self) -> None:
         if self.sync is not None:
             await self.sync.stop()
+        if self.notifier is not None:
+            await self.notifier.stop()
         await self.bus.stop()
         await self.usage.stop()
         await self.alerts.stop()
@@ -156,4 +165,13 @@ def build_context(settings: Settings) -> AppContext:
         alerts=AlertWriter(engine, feed, settings.usage_flush_seconds,
                            settings.revoke_on_secret_reuse, on_change=bus.applied),
         sync=worker_from_settings(settings, engine, on_change=bus.applied),
+        notifier=_notifier(settings, engine, http),
     )
+
+
+def _notifier(settings: Settings, engine: AsyncEngine, http: httpx.AsyncClient) -> Notifier | None:
+    try:  # webhook secrets are encrypted; the server refuses to start without a key anyway
+        keys = encryption_keys(settings)
+    except ConfigError:
+        return None  # CLI commands that need no encryption key still work
+    return notifier_from_settings(settings, engine, http, keys)

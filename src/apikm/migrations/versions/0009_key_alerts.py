@@ -7,8 +7,8 @@ networks each key was used from, and marks deduplicating alerts across replicas.
 Keys rotated before this migration start at generation 2, their previous secret (if still
 stored) as generation 1: earlier rotations are not known.
 
-Revision ID: 0009_key_alerts
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from alembic import op
 
 from apikm.db import UTCDateTime
 
-revision = "0009_key_alerts"
-down_revision = "0007"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
