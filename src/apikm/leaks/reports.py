@@ -74,6 +74,12 @@ def _storable(value: str) -> str:
 
 Token = Annotated[StrictStr, Field(min_length=1, max_length=MAX_TOKEN_CHARS),
                   AfterValidator(_unicode)]
+def _cut(limit: int) -> AfterValidator:
+    """Descriptions are cut, not refused: one over-long URL in GitHub's batch must not
+    leave every key in it unrevoked."""
+    return AfterValidator(lambda value: value[:limit])
+
+
 Stored = Annotated[StrictStr, AfterValidator(_storable)]
 
 
@@ -81,9 +87,9 @@ class _Item(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     token: Token
-    type: Stored | None = Field(None, max_length=200)
-    url: Stored | None = Field(None, max_length=2048)
-    source: Stored | None = Field(None, max_length=100)
+    type: Annotated[Stored, _cut(200)] | None = None
+    url: Annotated[Stored, _cut(2048)] | None = None
+    source: Annotated[Stored, _cut(100)] | None = None
 
 
 _REPORT = TypeAdapter(list[_Item])

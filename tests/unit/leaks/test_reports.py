@@ -89,3 +89,10 @@ def test_text_that_cannot_be_answered_or_stored_is_a_422(item: dict[str, str]) -
 def test_nul_in_a_token_is_only_not_a_key() -> None:
     [item] = parse_report(json.dumps([{"token": "apikm_\u0000"}]).encode())
     assert item.token_hash  # answered as a false positive, never stored
+
+
+def test_over_long_descriptions_are_cut_not_refused() -> None:
+    """A path deep in a repository makes a long URL; refusing it would refuse the batch."""
+    [item] = parse_report(json.dumps([{"token": "t", "url": "https://github.com/" + "a" * 5000,
+                                       "type": "T" * 300, "source": "s" * 300}]).encode())
+    assert (len(item.url), len(item.type), len(item.source)) == (2048, 200, 100)

@@ -52,10 +52,12 @@ _ITEM = {
     "properties": {
         "token": {"type": "string", "minLength": 1, "maxLength": 512,
                   "description": "the leaked text"},
-        "type": {"type": "string", "maxLength": 200, "description": "the reporter's name for "
-                 "the token type, echoed as token_type"},
-        "url": {"type": "string", "maxLength": 2048, "description": "where it was found"},
-        "source": {"type": "string", "maxLength": 100, "description": "e.g. content, commit"},
+        "type": {"type": "string", "description": "the reporter's name for the token type, "
+                 "echoed as token_type (kept to 200 characters)"},
+        "url": {"type": "string", "description": "where it was found (kept to 2048 "
+                "characters)"},
+        "source": {"type": "string", "description": "e.g. content, commit (kept to 100 "
+                   "characters)"},
     },
 }
 _REQUEST = {"required": True, "content": {"application/json": {"schema": {
