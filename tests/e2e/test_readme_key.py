@@ -18,6 +18,8 @@ import pytest
 from apikm.devstack import gateway as demo
 from apikm.devstack import keycloak as devstack
 from tests.support.apikm_server import apikm_server
+from tests.support.keycloak_tokens import access_token
+from tests.support.keys import create_key, user_client
 from tests.support.ports import free_port
 
 pytestmark = pytest.mark.integration
@@ -84,3 +86,58 @@ def test_apikm_demo_gateway_starts_and_stops_nginx(tmp_path: Path) -> None:
     assert stopped.stdout.strip() == "stopped"
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
+
+
+def test_the_demo_gateway_writes_no_key_to_its_logs(tmp_path: Path) -> None:
+    """nginx's error log quotes request lines: when apikm cannot be reached, and for a file
+    that is not there (GDAL's side-car probes). Neither may write a key given as ?apikey=."""
+    keycloak = devstack.up()
+    with apikm_server(None, keycloak.base_url) as apikm:
+        gateway = demo.start(apikm.url, free_port(), tmp_path)
+        try:
+            with user_client(apikm.url, access_token(keycloak.issuer, "alice")) as alice:
+                key, _created = create_key(alice, ["analyst"])
+            answers = [httpx.get(f"{gateway.url}{path}?apikey={key}", timeout=10).status_code
+                       for path in ("/data/dem.tif", "/data/dem.tif.aux.xml",
+                                    "/data/nope/x.ovr")]
+            assert answers == [200, 404, 404]
+        finally:
+            demo.stop(tmp_path)
+    down = demo.start("http://127.0.0.1:9", free_port(), tmp_path)  # apikm not there
+    try:
+        answer = httpx.get(f"{down.url}/data/dem.tif?apikey={key}", timeout=10)
+        assert answer.status_code == 500 and answer.json()["error"] == "unavailable"
+    finally:
+        demo.stop(tmp_path)
+    logs = down.log_text()
+    assert '"GET /data/dem.tif HTTP/1.1" 500' in logs  # the access log, without the query
+    assert key not in logs and "apikey=" not in logs
+
+
+def test_a_stale_pid_file_never_stops_another_process(tmp_path: Path) -> None:
+    """After a crash or a reboot the pid in var/demo/nginx/nginx.pid may be anyone's."""
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        (tmp_path / "nginx").mkdir()
+        (tmp_path / "nginx" / "nginx.pid").write_text(f"{bystander.pid}\n")
+        assert demo.stop(tmp_path) is False
+        assert bystander.poll() is None  # still running
+        gateway = demo.start("http://127.0.0.1:9", free_port(), tmp_path)  # stops first
+        assert bystander.poll() is None
+        assert demo.stop(tmp_path) is True and demo.stop(tmp_path) is False
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(gateway.url, timeout=5)
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_demo_gateway_says_why_it_cannot_start(tmp_path: Path) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    env = {**os.environ, "APIKM_DATA_DIR": str(blocked / "var")}
+    started = subprocess.run([sys.executable, "-m", "apikm.cli", "demo", "gateway", "--port",
+                              str(free_port())], env=env, capture_output=True, text=True,
+                             timeout=60, check=False)
+    assert started.returncode == 1
+    assert "Traceback" not in started.stderr and "cannot prepare" in started.stderr

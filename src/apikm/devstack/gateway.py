@@ -58,9 +58,12 @@ def make_geotiff(path: Path) -> None:
     if shutil.which("gdal_create") is None:
         raise DemoError("gdal_create not found: install GDAL (Debian: gdal-bin)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["gdal_create", "-q", "-of", "GTiff", "-outsize", "64", "48", "-bands", "1",
-                    "-ot", "Byte", "-burn", "42", "-a_srs", "EPSG:4326",
-                    "-a_ullr", "5", "48", "6", "47", str(path)], check=True, capture_output=True)
+    made = subprocess.run(["gdal_create", "-q", "-of", "GTiff", "-outsize", "64", "48",
+                           "-bands", "1", "-ot", "Byte", "-burn", "42", "-a_srs", "EPSG:4326",
+                           "-a_ullr", "5", "48", "6", "47", str(path)],
+                          capture_output=True, text=True, check=False)
+    if made.returncode != 0:
+        raise DemoError(f"gdal_create could not make {path}: {made.stderr.strip()}")
 
 
 def render_site(shipped: str, apikm_url: str, port: int, srv: Path) -> str:
@@ -88,12 +91,20 @@ def _prepare(directory: Path, apikm_url: str, port: int) -> Path:
 
 
 def _pid(nginx_dir: Path) -> int | None:
+    """The demo nginx's master, if it runs. A pid file left by a crash or a reboot may name
+    a process that has nothing to do with nginx now: only a process started on this very
+    configuration counts (nginx keeps its command line in its title)."""
     try:
         pid = int((nginx_dir / "nginx.pid").read_text().strip())
         os.kill(pid, 0)
     except (OSError, ValueError):
         return None
-    return pid
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+            errors="replace")
+    except OSError:
+        return None  # gone meanwhile (or no /proc: never signal what cannot be checked)
+    return pid if "nginx" in command and str(nginx_dir / "nginx.conf") in command else None
 
 
 def start(apikm_url: str = "http://127.0.0.1:8000", port: int = DEMO_PORT,
@@ -103,7 +114,10 @@ def start(apikm_url: str = "http://127.0.0.1:8000", port: int = DEMO_PORT,
         raise DemoError("nginx not found: install it (Debian: nginx), or run scripts/dev.sh")
     directory = directory.resolve()
     stop(directory)
-    nginx_dir = _prepare(directory, apikm_url, port)
+    try:
+        nginx_dir = _prepare(directory, apikm_url, port)
+    except OSError as exc:  # a data directory that cannot be written, say
+        raise DemoError(f"cannot prepare {directory}: {exc.strerror or exc}") from None
     command = ["nginx", "-p", f"{nginx_dir}/", "-c", str(nginx_dir / "nginx.conf"),
                "-e", str(nginx_dir / "error.log")]
     if os.geteuid() == 0:  # workers would run as nobody, who cannot enter a private var/

@@ -26,6 +26,7 @@ class PolicyError(ValueError):
 
 MAX_NAME = 100
 MAX_DESCRIPTION = 1000
+MAX_NETWORKS = 100
 # Characters that change how the text around them is shown: control characters, line and
 # paragraph separators, private-use and lone surrogates, and the bidirectional overrides
 # that make a name read differently from what it is ("Trojan Source").
@@ -161,14 +162,20 @@ def normalize_roles(roles: Iterable[str]) -> list[str]:
 
 
 def normalize_networks(networks: Iterable[str]) -> list[str]:
-    """CIDR list in canonical form (IPv4 and IPv6); a bare address means that one host."""
+    """CIDR list in canonical form (IPv4 and IPv6); a bare address means that one host.
+    At most ``MAX_NETWORKS``, whichever way they come (the API's JSON, the web UI's text
+    box, an import): the check per request walks them all."""
     result: list[str] = []
-    for network in networks:
+    for count, network in enumerate(networks, start=1):
+        if count > MAX_NETWORKS:
+            raise PolicyError(f"a key allows at most {MAX_NETWORKS} networks",
+                              field="allowed_networks")
         try:
             canonical = str(ipaddress.ip_network(network.strip(), strict=False))
         except ValueError:
+            shown = network if len(network) <= 64 else network[:64] + "…"
             raise PolicyError(
-                f"{network!r} is not an IP network in CIDR notation (e.g. 10.0.0.0/8)",
+                f"{shown!r} is not an IP network in CIDR notation (e.g. 10.0.0.0/8)",
                 field="allowed_networks",
             ) from None
         if canonical not in result:

@@ -5,6 +5,7 @@ leaked, as a leak report would."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import sys
@@ -19,7 +20,7 @@ from apikm.config import Settings
 from apikm.keys.service import Actor
 from apikm.leaks.handler import Checked, LeakHandler
 from apikm.leaks.reports import Outcome, Reported
-from apikm.leaks.scan import Found, find_keys
+from apikm.leaks.scan import Found, find_keys_in
 
 PROGRESS_BYTES = 1024 * 1024  # show progress for inputs larger than this (or stdin)
 SOURCE = "apikm keys scan"
@@ -58,8 +59,11 @@ def keys_scan(
 
 
 def _read(file: str, prefix: str) -> list[Found]:
+    # Any bytes: keys are ASCII, so text that is not UTF-8 (a binary dump, a Latin-1 log)
+    # is read with replacement characters rather than stopping the scan.
     if file == "-":
-        return _scan(sys.stdin, prefix, None)
+        stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
+        return _scan(stdin, prefix, None)
     path = Path(file)
     with path.open(encoding="utf-8", errors="replace") as handle:
         return _scan(handle, prefix, path.stat().st_size)
@@ -67,7 +71,7 @@ def _read(file: str, prefix: str) -> list[Found]:
 
 def _scan(handle: TextIO, prefix: str, size: int | None) -> list[Found]:
     if size is not None and size <= PROGRESS_BYTES:
-        return find_keys(handle, prefix)
+        return find_keys_in(handle, prefix)
     columns = [TextColumn("scanning"), BarColumn(), DownloadColumn()] if size else [
         TextColumn("scanning"), DownloadColumn()]
     with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
@@ -81,7 +85,7 @@ def _scan(handle: TextIO, prefix: str, size: int | None) -> list[Found]:
                 progress.advance(task, read)
                 read = 0
 
-        return find_keys(handle, prefix, advance)
+        return find_keys_in(handle, prefix, advance)
 
 
 async def _check(settings: Settings, found: list[Found], name: str,

@@ -15,6 +15,12 @@ generation kept in ``retired_secrets``) opens nothing, but is still a real leak 
 is labelled a true positive and ``leak_reported`` is recorded with its ``generation`` (its
 owner and the admins are told). The key itself is revoked only under the policy that
 governs a reused old secret, ``APIKM_REVOKE_ON_SECRET_REUSE``.
+
+GitHub's reports carry no timestamp or nonce, so a captured signed report can be replayed,
+and GitHub itself resends a report it got no answer to. Neither records anything new: a
+key already reported from the same ``url`` and ``source`` gets no second ``leak_reported``
+row (nor a second mail), and revocation is idempotent. Two copies racing on two replicas
+may still both be recorded; they revoke nothing more.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from apikm.identity.tables import owners
 from apikm.keys.format import parse_key
 from apikm.keys.hashing import PepperRing
 from apikm.keys.service import Actor, KeyNotFound, KeyService, derived_status, record_audit
-from apikm.keys.tables import api_keys, retired_secrets
+from apikm.keys.tables import api_keys, audit_events, retired_secrets
 from apikm.leaks.reports import Outcome, Reported
 
 LEAKED = "leaked"  # the revocation reason the owner reads
@@ -184,21 +190,36 @@ class LeakHandler:
         return results
 
     async def _act(self, key: KnownKey, actor: Actor, details: dict[str, Any]) -> Handled:
+        known = await self._reported_before(key.id, details)
         if key.old_secret:
             details = {**details, "generation": key.generation}
             if key.status != "revoked" and not self._revoke_retired:
-                async with write_transaction(self._engine) as conn:
-                    await record_audit(conn, LEAK_REPORTED, actor, key.id, key.owner_id,
-                                       details)
+                if not known:
+                    async with write_transaction(self._engine) as conn:
+                        await record_audit(conn, LEAK_REPORTED, actor, key.id, key.owner_id,
+                                           details)
                 return Handled(Outcome.ROTATED_AWAY, key)
+        if known and key.status == "revoked":  # a replay or a resend: nothing new
+            return Handled(Outcome.ALREADY_REVOKED, key)
         try:
             await self._keys.revoke(key.id, None, actor, LEAKED,
-                                    also_audit=(LEAK_REPORTED, details))
+                                    also_audit=None if known else (LEAK_REPORTED, details))
         except KeyNotFound:  # gone since the lookup
             return Handled(Outcome.UNKNOWN, None)
         if key.status == "revoked":
             return Handled(Outcome.ALREADY_REVOKED, key)
         return Handled(Outcome.REVOKED, key)
+
+
+    async def _reported_before(self, key_id: str, details: dict[str, Any]) -> bool:
+        """Whether the key has a ``leak_reported`` row from the same url and source (JSON
+        compared here: the details column is JSON on SQLite, JSONB on PostgreSQL)."""
+        query = sa.select(audit_events.c.details).where(
+            audit_events.c.key_id == key_id, audit_events.c.action == LEAK_REPORTED)
+        async with self._engine.connect() as conn:
+            earlier = (await conn.scalars(query)).all()
+        return any(isinstance(d, dict) and (d.get("url"), d.get("source"))
+                   == (details["url"], details["source"]) for d in earlier)
 
 
 def _known(row: Any, previous: bool, now: datetime) -> KnownKey:

@@ -9,9 +9,17 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+)
 
 MAX_TOKEN_CHARS = 512
 MAX_ITEMS = 10_000
@@ -47,13 +55,41 @@ class Reported:
         return hashlib.sha256(self.token.encode("utf-8")).hexdigest()
 
 
+def _unicode(value: str) -> str:
+    """Text that can be hashed, stored and answered: a lone surrogate (``"\\ud800"`` is
+    valid JSON) has no UTF-8 form, so the token hash or the answer would fail."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (no lone surrogates)") from None
+    return value
+
+
+def _storable(value: str) -> str:
+    """Text that goes into the audit row: PostgreSQL's JSONB refuses NUL (``\\u0000``)."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return _unicode(value)
+
+
+Token = Annotated[StrictStr, Field(min_length=1, max_length=MAX_TOKEN_CHARS),
+                  AfterValidator(_unicode)]
+def _cut(limit: int) -> AfterValidator:
+    """Descriptions are cut, not refused: one over-long URL in GitHub's batch must not
+    leave every key in it unrevoked."""
+    return AfterValidator(lambda value: value[:limit])
+
+
+Stored = Annotated[StrictStr, AfterValidator(_storable)]
+
+
 class _Item(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    token: StrictStr = Field(min_length=1, max_length=MAX_TOKEN_CHARS)
-    type: StrictStr | None = Field(None, max_length=200)
-    url: StrictStr | None = Field(None, max_length=2048)
-    source: StrictStr | None = Field(None, max_length=100)
+    token: Token
+    type: Annotated[Stored, _cut(200)] | None = None
+    url: Annotated[Stored, _cut(2048)] | None = None
+    source: Annotated[Stored, _cut(100)] | None = None
 
 
 _REPORT = TypeAdapter(list[_Item])
@@ -72,7 +108,9 @@ class ReportError(ValueError):
 def parse_report(body: bytes) -> list[Reported]:
     try:
         document = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    # ValueError: not JSON, not UTF-8, or an integer longer than Python converts (4300
+    # digits); RecursionError: arrays nested thousands deep. Either way a 400, not a 500.
+    except (ValueError, RecursionError):
         raise ReportError(400, "bad_request", "the body is not JSON") from None
     if not isinstance(document, list):
         raise ReportError(422, "invalid_request", "the body must be a JSON list of "

@@ -41,16 +41,31 @@ class PublicKeys:
         return identifier in self._keys
 
     def verify(self, identifier: str, signature_b64: str, body: bytes) -> bool:
-        """Whether ``signature_b64`` is the named key's signature over ``body``."""
+        """Whether ``signature_b64`` is the named key's signature over ``body``. (No secret
+        is compared here: the keys are public, and ECDSA verification needs no constant
+        time.)"""
         key = self._keys.get(identifier)
-        if key is None or len(signature_b64) > MAX_SIGNATURE_CHARS:
+        signature = decode_signature(signature_b64)
+        if key is None or signature is None:
             return False
         try:
-            signature = base64.b64decode(signature_b64, validate=True)
             key.verify(signature, body, ec.ECDSA(hashes.SHA256()))
-        except (binascii.Error, ValueError, InvalidSignature):
+        except (ValueError, InvalidSignature):
             return False
         return True
+
+
+def decode_signature(signature_b64: str) -> bytes | None:
+    """The DER signature in ``Github-Public-Key-Signature``, or None when the header cannot
+    hold one (checked before the body is read: a P-256 DER signature is a SEQUENCE of 8 to
+    72 bytes)."""
+    if not signature_b64 or len(signature_b64) > MAX_SIGNATURE_CHARS:
+        return None
+    try:
+        signature = base64.b64decode(signature_b64, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return signature if 8 <= len(signature) <= 72 and signature[0] == 0x30 else None
 
 
 def load_public_keys(spec: str) -> PublicKeys:

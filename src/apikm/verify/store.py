@@ -59,7 +59,7 @@ class KeyStore:
         # SQLite: lookups run whole on a synchronous engine in a few threads (db.py).
         self._reader = reader
         self._threads = ThreadPoolExecutor(READER_THREADS, "key-lookup") if reader else None
-        self._sqlite = SqliteLookup(reader, _lookup_query) if reader else None
+        self._sqlite = SqliteLookup(reader, lookup_query) if reader else None
         self._ttl = ttl_seconds
         self._max_age = ttl_seconds
         self._max = max_entries
@@ -137,7 +137,7 @@ class KeyStore:
                 self._threads, self._read_sync, hashes)
         else:
             async with self._engine.connect() as connection:
-                row = (await connection.execute(_lookup_query(hashes))).first()
+                row = (await connection.execute(lookup_query(hashes))).first()
                 retired = None if row is not None else (
                     await connection.execute(_retired_query(hashes))).first()
         if row is not None:
@@ -233,7 +233,7 @@ def _quiet(task: asyncio.Future[Found]) -> None:
         task.exception()
 
 
-def _lookup_query(hashes: list[str]) -> sa.Select[Any]:
+def lookup_query(hashes: list[str]) -> sa.Select[Any]:
     return (
         sa.select(*_LOOKUP_COLUMNS)
         .select_from(api_keys.join(owners, owners.c.user_id == api_keys.c.owner_id))

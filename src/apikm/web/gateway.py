@@ -7,6 +7,11 @@ The whole path is::
 
     Gateway.__call__ -> auth()/verify() -> Verifier.verify() -> send()
 
+Under ``apikm serve`` (uvicorn) most requests take a shorter one still: when the answer needs
+no I/O (a cached key), ``gateway_protocol.GatewayProtocol`` asks ``Gateway.answer_now`` from
+uvicorn's parser callbacks and writes the answer to the socket, without an ASGI cycle. Both
+ways share every decision below (``_auth_request``, ``_auth_answer``, ``_verify_request``).
+
 APIKeyManager's ``GET /auth/check_key`` (rs-server's hot path) is answered here too, after
 the two routes above, and ``/k/<key>/<route>`` is unwrapped into ``/<route>`` with the key in
 ``x-api-key`` (``apikm.compat.check_key``; ``APIKM_COMPAT_API``). ``APIKM_ROOT_PATH`` sets

@@ -127,3 +127,18 @@ def test_the_audit_log_filters_pages_and_links_in_local_time(
     rows.first.get_by_role("link", name="busy key").click()
     expect(page.locator("table.keys tbody tr")).to_have_count(1)
     expect(page.locator("table.keys")).to_contain_text(busy["hint"])
+
+
+def test_a_whole_key_in_the_audit_url_is_shown_as_its_public_id(
+        new_user_session: OpenAs, throwaway_user: ThrowawayUser,
+        ui_server: ApikmServer) -> None:
+    """A link someone built by hand (or an old bookmark): the page and its paging links
+    carry the public id, never the key."""
+    with api_as(throwaway_user, ui_server) as carol:
+        leaked = new_key(carol, name="pasted into a URL")
+    admin = new_user_session("admin")
+    admin.go(f"/admin/audit?key={leaked['key']}")
+    page = admin.page
+    expect(page.locator("table.audit tbody tr")).to_have_count(1)  # its create event
+    assert page.input_value("#key") == leaked["public_id"]
+    assert leaked["key"] not in page.content()

@@ -112,3 +112,29 @@ def test_scan_of_a_large_file(leak_servers: tuple[ApikmServer, ApikmServer],
     assert scanned.returncode == 1, scanned.stderr
     assert scanned.stdout.splitlines()[-1] == "found 1 key: 1 active"
     assert scanned.stdout.splitlines()[1].rstrip().endswith(" 60001")
+
+
+def test_scan_of_binary_input_on_stdin_and_in_a_file(
+        leak_servers: tuple[ApikmServer, ApikmServer],
+        alice_and_admin: tuple[httpx.Client, httpx.Client], tmp_path: Path) -> None:
+    """Bytes that are not UTF-8 (a core dump, a Latin-1 log, one long line) are scanned,
+    not a traceback; only the public id is printed."""
+    alice, _admin = alice_and_admin
+    key = new_key(alice)
+    blob = bytes(range(256)) * 20_000 + b"\x00" + key["key"].encode() + b"\xff" * 100_000
+    # A terminal's usual locale (en_US.UTF-8 and the like) gives a strict stdin.
+    env = {**leak_servers[0].env, "PYTHONIOENCODING": "utf-8:strict"}
+    scanned = subprocess.run([sys.executable, "-m", "apikm.cli", "keys", "scan", "-"],
+                             env=env, capture_output=True, input=blob, timeout=120,
+                             check=False)
+    out, err = scanned.stdout.decode(), scanned.stderr.decode()
+    assert scanned.returncode == 1, err
+    assert "Traceback" not in err
+    assert out.splitlines()[-1] == "found 1 key: 1 active"
+    assert key["public_id"] in out and key["key"] not in out + err
+    dump = tmp_path / "core"
+    dump.write_bytes(blob)
+    in_file = _scan(leak_servers[0], str(dump), "--json")
+    assert in_file.returncode == 1, in_file.stderr
+    [row] = json.loads(in_file.stdout)["keys"]
+    assert (row["public_id"], row["status"]) == (key["public_id"], "active")

@@ -17,7 +17,7 @@ from apikm.keys.tables import api_keys
 from apikm.migrations import upgrade
 from apikm.verify.record import record_from_row
 from apikm.verify.sqlite_lookup import SqliteLookup
-from apikm.verify.store import _lookup_query
+from apikm.verify.store import lookup_query
 
 NOW = datetime(2026, 11, 23, 12, 30, 15, 123456, tzinfo=UTC)
 
@@ -62,8 +62,8 @@ def reader() -> sa.Engine:
                                     ["x" * 64, "y" * 64, "b" * 64], ["x" * 64]])
 def test_same_record_as_sqlalchemy(reader: sa.Engine, hashes: list[str]) -> None:
     with reader.connect() as connection:
-        expected = connection.execute(_lookup_query(hashes)).first()
-    row = SqliteLookup(reader, _lookup_query).first(hashes)
+        expected = connection.execute(lookup_query(hashes)).first()
+    row = SqliteLookup(reader, lookup_query).first(hashes)
     if expected is None:
         assert row is None
         return

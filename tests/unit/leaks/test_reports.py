@@ -58,3 +58,41 @@ def test_a_refusal_never_echoes_a_token() -> None:
 def test_an_empty_report_is_fine() -> None:
     assert parse_report(b"[]") == []
     assert Reported("x").token_hash == hashlib.sha256(b"x").hexdigest()
+
+
+@pytest.mark.parametrize("body", [
+    b"[" * 100_000 + b"]" * 100_000,  # RecursionError in json.loads
+    b'[{"token": ' + b"1" * 5000 + b"}]",  # ValueError: too many digits for an int
+    b"",
+    b"\x00",
+], ids=["deep-nesting", "huge-integer", "empty", "nul"])
+def test_bodies_json_cannot_read_are_a_400(body: bytes) -> None:
+    with pytest.raises(ReportError) as caught:
+        parse_report(body)
+    assert caught.value.status == 400
+
+
+@pytest.mark.parametrize("item", [
+    {"token": "apikm_\ud800"},  # a lone surrogate: no UTF-8, no token hash, no answer
+    {"token": "x", "type": "\udfff"},  # echoed as token_type
+    {"token": "x", "url": "https://github.com/o/r\u0000"},  # PostgreSQL's JSONB refuses NUL
+    {"token": "x", "source": "content\u0000"},
+], ids=["token-surrogate", "type-surrogate", "url-nul", "source-nul"])
+def test_text_that_cannot_be_answered_or_stored_is_a_422(item: dict[str, str]) -> None:
+    with pytest.raises(ReportError) as caught:
+        parse_report(json.dumps([item]).encode())
+    assert caught.value.status == 422
+    assert caught.value.details and caught.value.details[0]["field"] in (
+        "0.token", "0.type", "0.url", "0.source")
+
+
+def test_nul_in_a_token_is_only_not_a_key() -> None:
+    [item] = parse_report(json.dumps([{"token": "apikm_\u0000"}]).encode())
+    assert item.token_hash  # answered as a false positive, never stored
+
+
+def test_over_long_descriptions_are_cut_not_refused() -> None:
+    """A path deep in a repository makes a long URL; refusing it would refuse the batch."""
+    [item] = parse_report(json.dumps([{"token": "t", "url": "https://github.com/" + "a" * 5000,
+                                       "type": "T" * 300, "source": "s" * 300}]).encode())
+    assert (len(item.url), len(item.type), len(item.source)) == (2048, 200, 100)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import io
+import random
 import re
 from pathlib import Path
 
@@ -75,3 +77,45 @@ def test_scanner_rules_find_the_keys_and_no_near_miss(regex: str) -> None:
     # Go's regexp (RE2) has ASCII word boundaries, as re.ASCII gives.
     text, keys = sample(20)
     assert [m.group(0) for m in re.finditer(regex, text, re.ASCII)] == keys
+
+
+def _pieced(text: str, size: int) -> list[tuple[str, list[int]]]:
+    from apikm.leaks.scan import find_keys_in
+
+    return [(f.token, f.lines) for f in find_keys_in(io.StringIO(text), "apikm",
+                                                       piece_chars=size)]
+
+
+@pytest.mark.parametrize("size", [1, 2, 7, 48, 49, 50, 51, 97, 1000])
+def test_a_file_read_in_pieces_finds_what_whole_lines_find(size: int) -> None:
+    """Keys at every offset against the cuts, glued to word characters (no key), at line
+    starts and ends, repeated, and on a last line without a line break."""
+    rng = random.Random(size)
+    keys = [generate_key("apikm").full for _ in range(6)]
+    parts = []
+    for n in range(60):
+        key = keys[n % len(keys)]
+        glue = rng.choice(["", " ", "=", "x", "_", "é", "\n", ", "])
+        parts.append(rng.choice(["", "a", "ab ", "-" * rng.randrange(90)]) + glue + key + glue)
+    text = "".join(parts) + " " + keys[0]
+    expected = [(f.token, f.lines) for f in find_keys(text.split("\n"), "apikm")]
+    assert expected  # the sample holds findable keys, and near misses glued to letters
+    assert _pieced(text, size) == expected
+
+
+def test_a_line_without_breaks_is_read_in_bounded_pieces() -> None:
+    from apikm.leaks.scan import find_keys_in
+
+    key = generate_key("apikm").full
+    text = "\x00\x01binary" * 200_000 + f" {key} " + "z" * 3_000_000 + f"\n{key}"
+    sizes: list[int] = []
+
+    class Recording(io.StringIO):
+        def readline(self, size: int | None = -1, /) -> str:
+            line = super().readline(size)
+            sizes.append(len(line))
+            return line
+
+    found = find_keys_in(Recording(text), "apikm", piece_chars=64 * 1024)
+    assert [(f.token, f.lines) for f in found] == [(key, [1, 2])]
+    assert max(sizes) <= 64 * 1024

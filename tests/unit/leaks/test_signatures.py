@@ -58,3 +58,12 @@ def test_unusable_keys_are_refused_saying_why(spec: str, says: str) -> None:
 def test_a_wrong_setting_stops_apikm_naming_the_variable() -> None:
     with pytest.raises(ConfigError, match="APIKM_LEAK_REPORT_KEYS"):
         load_settings(leak_report_keys='{"k1": "not a pem"}')
+
+
+def test_a_signature_header_is_judged_before_the_body() -> None:
+    from apikm.leaks.signatures import decode_signature
+
+    key = SigningKey()
+    assert decode_signature(key.sign(BODY)) is not None
+    for garbage in ("", "not base64!", "QUJD", "A" * 1000, "MAAA", "AAAAAAAAAAAA"):
+        assert decode_signature(garbage) is None, garbage

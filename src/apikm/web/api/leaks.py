@@ -8,7 +8,8 @@ Two kinds of reporter, told apart by their headers before the body is read:
 - an organisation's own scanners: ``Authorization: Bearer <Keycloak access token>`` of a
   holder of the admin role.
 
-Anything else is refused with 401 before the body is read, so anonymous callers cost
+Anything else, an unknown key identifier or a signature header that cannot hold a P-256
+signature is refused with 401 before the body is read, so anonymous callers cost
 nothing (the gateway's failure limiter is not involved: it guards key guessing, and a
 reporter may well send hundreds of unknown keys).
 """
@@ -32,7 +33,7 @@ from apikm.leaks.reports import (
     answer,
     parse_report,
 )
-from apikm.leaks.signatures import PublicKeys, load_public_keys
+from apikm.leaks.signatures import PublicKeys, decode_signature, load_public_keys
 from apikm.web.api.deps import get_ctx
 from apikm.web.api.schemas import ERROR_RESPONSES
 from apikm.web.errors import ApiError
@@ -51,10 +52,12 @@ _ITEM = {
     "properties": {
         "token": {"type": "string", "minLength": 1, "maxLength": 512,
                   "description": "the leaked text"},
-        "type": {"type": "string", "maxLength": 200, "description": "the reporter's name for "
-                 "the token type, echoed as token_type"},
-        "url": {"type": "string", "maxLength": 2048, "description": "where it was found"},
-        "source": {"type": "string", "maxLength": 100, "description": "e.g. content, commit"},
+        "type": {"type": "string", "description": "the reporter's name for the token type, "
+                 "echoed as token_type (kept to 200 characters)"},
+        "url": {"type": "string", "description": "where it was found (kept to 2048 "
+                "characters)"},
+        "source": {"type": "string", "description": "e.g. content, commit (kept to 100 "
+                   "characters)"},
     },
 }
 _REQUEST = {"required": True, "content": {"application/json": {"schema": {
@@ -100,6 +103,9 @@ async def report_leaks(request: Request) -> JSONResponse:
         keys: PublicKeys = request.app.state.leak_keys
         if not identifier or not keys.knows(identifier):
             raise ApiError(401, "invalid_signature", "unknown Github-Public-Key-Identifier")
+        if decode_signature(headers.get(SIGNATURE_HEADER, "")) is None:
+            raise ApiError(401, "invalid_signature", "Github-Public-Key-Signature is not a "
+                           "base64 DER ECDSA signature")
         body = await request.body()
         if not keys.verify(identifier, headers.get(SIGNATURE_HEADER, ""), body):
             raise ApiError(401, "invalid_signature", "the signature does not match the body")

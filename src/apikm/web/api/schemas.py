@@ -35,7 +35,8 @@ class KeyCreate(BaseModel):
     roles: list[Role] = Field(default_factory=list, max_length=100,
                               description="realm roles, and client roles as client_id:role")
     expires_at: AwareDatetime | None = Field(None, description="default from policy")
-    allowed_networks: list[Network] = Field(default_factory=list, max_length=100)
+    allowed_networks: list[Network] = Field(default_factory=list,
+                                            max_length=policy.MAX_NETWORKS)
     meta: dict[str, Any] = Field(default_factory=dict)
     rate_limit: RateLimit | None = None
     all_roles: bool = Field(False, description="carry all of your current roles and follow "
@@ -55,7 +56,7 @@ class KeyUpdate(BaseModel):
     description: Description | None = None
     roles: list[Role] | None = Field(None, max_length=100, description="can only shrink")
     expires_at: AwareDatetime | None = Field(None, description="can only come closer")
-    allowed_networks: list[Network] | None = Field(None, max_length=100)
+    allowed_networks: list[Network] | None = Field(None, max_length=policy.MAX_NETWORKS)
     meta: dict[str, Any] | None = None
     rate_limit: RateLimit | None = Field(None, description="null removes the limit")
 

@@ -140,6 +140,9 @@ async def audit_log(request: Request, admin: AdminUser, ctx: Ctx, action: str = 
     actions = await audit_actions(ctx.engine)
     action = action if action in actions else ""
     user, key = user.strip()[:255], key.strip()[:255]
+    # A whole key typed into the URL is shown, and kept in the paging links, as its
+    # public id only (the form posts, so it never puts one there).
+    key = public_id_of(key, ctx.settings.key_prefix) or key if key else ""
     where, problem = await _audit_filter(ctx, action, user, key)
     events: list[dict[str, Any]] = []
     if problem is None:

@@ -117,3 +117,21 @@ def test_all_my_roles_is_its_own_choice() -> None:
     both = parse_new_key(form(name="k", all_roles="on", roles=["a"]), settings(), NOW)
     assert both.new_key is None
     assert "not both" in both.errors["roles"]
+
+
+def test_the_forms_allow_as_many_networks_as_the_api_and_no_more() -> None:
+    """The API refuses a 101st network; the create and edit forms did not."""
+    from apikm.keys.policy import MAX_NETWORKS
+    from apikm.web.ui.forms import parse_key_edit
+
+    many = "\n".join(f"10.0.{n // 256}.{n % 256}" for n in range(MAX_NETWORKS + 1))
+    created = parse_new_key(form(name="k", networks=many), settings(), NOW)
+    assert created.new_key is None and "at most 100 networks" in created.errors["networks"]
+    key = {"name": "k", "description": None, "allowed_networks": [], "meta": {},
+           "rate_limit": None}
+    edited = parse_key_edit(form(name="k", networks=many), key, settings())
+    assert edited.changes is None and "at most 100 networks" in edited.errors["networks"]
+    fine = "\n".join(many.splitlines()[:MAX_NETWORKS])
+    assert parse_key_edit(form(name="k", networks=fine), key, settings()).errors == {}
+    junk = parse_key_edit(form(name="k", networks="x" * 100_000), key, settings())
+    assert len(junk.errors["networks"]) < 200  # not the whole input echoed back
