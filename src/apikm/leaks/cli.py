@@ -94,7 +94,8 @@ async def _check(settings: Settings, found: list[Found], name: str,
 
     ctx = _key_service(settings)
     try:
-        handler = LeakHandler(ctx.engine, ctx.verifier.peppers, settings.key_prefix, ctx.keys)
+        handler = LeakHandler(ctx.engine, ctx.verifier.peppers, settings.key_prefix, ctx.keys,
+                              revoke_retired=settings.revoke_on_secret_reuse)
         checked = await handler.check(item.token for item in found)
         revoked: set[str] = set()
         if revoke:

@@ -9,8 +9,12 @@ Every key found is revoked through ``KeyService.revoke`` (audit row and change e
 transaction, so every replica's cache drops it within a second), with reason ``leaked`` and,
 in the same transaction, an audit row ``leak_reported`` with details
 ``{"url", "source", "reporter"}``. An already revoked key gets the ``leak_reported`` row only.
-A key's previous secret whose rotation overlap has ended opens nothing: the key is left
-alone and only ``leak_reported`` is recorded (its owner should still know).
+
+A rotated-away secret whose overlap has ended (the key's previous secret, or any older
+generation kept in ``retired_secrets``) opens nothing, but is still a real leak signal: it
+is labelled a true positive and ``leak_reported`` is recorded with its ``generation`` (its
+owner and the admins are told). The key itself is revoked only under the policy that
+governs a reused old secret, ``APIKM_REVOKE_ON_SECRET_REUSE``.
 
 GitHub's reports carry no timestamp or nonce, so a captured signed report can be replayed,
 and GitHub itself resends a report it got no answer to. Neither records anything new: a
@@ -35,7 +39,7 @@ from apikm.identity.tables import owners
 from apikm.keys.format import parse_key
 from apikm.keys.hashing import PepperRing
 from apikm.keys.service import Actor, KeyNotFound, KeyService, derived_status, record_audit
-from apikm.keys.tables import api_keys, audit_events
+from apikm.keys.tables import api_keys, audit_events, retired_secrets
 from apikm.leaks.reports import Outcome, Reported
 
 LEAKED = "leaked"  # the revocation reason the owner reads
@@ -50,7 +54,8 @@ class KnownKey:
     owner_id: str
     owner_username: str | None
     status: str  # active, expired, suspended or revoked
-    old_secret: bool  # the token is the key's previous secret and its overlap has ended
+    old_secret: bool  # the token is a rotated-away secret of the key, its overlap ended
+    generation: int | None = None  # the secret generation the token is, when it is old
 
 
 @dataclass(frozen=True)
@@ -77,11 +82,13 @@ class Handled:
 
 class LeakHandler:
     def __init__(self, engine: AsyncEngine, peppers: PepperRing, prefix: str,
-                 keys: KeyService) -> None:
+                 keys: KeyService, revoke_retired: bool = False) -> None:
         self._engine = engine
         self._peppers = peppers
         self._prefix = prefix
         self._keys = keys
+        # APIKM_REVOKE_ON_SECRET_REUSE: a leaked rotated-away secret revokes its key too.
+        self._revoke_retired = revoke_retired
 
     # --- look up -------------------------------------------------------------------------
     async def check(self, tokens: Iterable[str]) -> dict[str, Checked]:
@@ -114,12 +121,38 @@ class LeakHandler:
                     owner_of = wanted.get(digest) if digest else None
                     if owner_of is not None:
                         checked[owner_of] = Checked(True, _known(row, previous, now))
+        await self._check_retired(checked, wanted, now)
         return checked
+
+    async def _check_retired(self, checked: dict[str, Checked], wanted: dict[str, str],
+                             now: datetime) -> None:
+        """Tokens no live secret matched, looked up among the retired generations."""
+        left = [digest for digest, token in wanted.items() if checked[token].key is None]
+        for start in range(0, len(left), _CHUNK):
+            for row in await self._retired_rows(left[start:start + _CHUNK]):
+                checked[wanted[row.secret_hash]] = Checked(True, KnownKey(
+                    id=row.id, public_id=row.public_id, owner_id=row.owner_id,
+                    owner_username=row.username,
+                    status=derived_status(row.status, row.expires_at, now),
+                    old_secret=True, generation=row.generation))
+
+    async def _retired_rows(self, digests: Sequence[str]) -> Sequence[Any]:
+        query = (
+            sa.select(retired_secrets.c.secret_hash, retired_secrets.c.generation,
+                      api_keys.c.id, api_keys.c.public_id, api_keys.c.owner_id,
+                      api_keys.c.status, api_keys.c.expires_at, owners.c.username)
+            .select_from(retired_secrets
+                         .join(api_keys, api_keys.c.id == retired_secrets.c.key_id)
+                         .outerjoin(owners, owners.c.user_id == api_keys.c.owner_id))
+            .where(retired_secrets.c.secret_hash.in_(digests)))
+        async with self._engine.connect() as conn:
+            return (await conn.execute(query)).all()
 
     async def _rows(self, digests: Sequence[str]) -> Sequence[Any]:
         query = (
             sa.select(api_keys.c.id, api_keys.c.public_id, api_keys.c.owner_id,
-                      api_keys.c.status, api_keys.c.expires_at, api_keys.c.secret_hash,
+                      api_keys.c.status, api_keys.c.expires_at, api_keys.c.generation,
+                      api_keys.c.secret_hash,
                       api_keys.c.previous_secret_hash, api_keys.c.previous_secret_expires_at,
                       owners.c.username)
             .select_from(api_keys.outerjoin(owners, owners.c.user_id == api_keys.c.owner_id))
@@ -158,12 +191,14 @@ class LeakHandler:
 
     async def _act(self, key: KnownKey, actor: Actor, details: dict[str, Any]) -> Handled:
         known = await self._reported_before(key.id, details)
-        if key.old_secret and key.status != "revoked":
-            if not known:
-                async with write_transaction(self._engine) as conn:
-                    await record_audit(conn, LEAK_REPORTED, actor, key.id, key.owner_id,
-                                       details)
-            return Handled(Outcome.ROTATED_AWAY, key)
+        if key.old_secret:
+            details = {**details, "generation": key.generation}
+            if key.status != "revoked" and not self._revoke_retired:
+                if not known:
+                    async with write_transaction(self._engine) as conn:
+                        await record_audit(conn, LEAK_REPORTED, actor, key.id, key.owner_id,
+                                           details)
+                return Handled(Outcome.ROTATED_AWAY, key)
         if known and key.status == "revoked":  # a replay or a resend: nothing new
             return Handled(Outcome.ALREADY_REVOKED, key)
         try:
@@ -193,4 +228,5 @@ def _known(row: Any, previous: bool, now: datetime) -> KnownKey:
     return KnownKey(id=row.id, public_id=row.public_id, owner_id=row.owner_id,
                     owner_username=row.username,
                     status=derived_status(row.status, row.expires_at, now),
-                    old_secret=overlap_ended)
+                    old_secret=overlap_ended,
+                    generation=row.generation - 1 if previous else None)

@@ -69,7 +69,20 @@ def _what(payload: Mapping[str, Any]) -> str:
         return "was reported leaked: an old, rotated-away secret of it (the key still works)"
     if event == "key.revoked" and details.get("reason"):
         return f"was revoked ({details['reason']})"
+    if event == "key.secret_reuse" and details.get("revoked") is True:
+        return _WHAT[event] + " and has been revoked"  # APIKM_REVOKE_ON_SECRET_REUSE
     return _WHAT.get(event, event)
+
+
+def _shown(name: str, value: object) -> str:
+    """A detail's value as a person reads it."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if name == "limit":
+        return _LIMITS.get(str(value), str(value))
+    if name in ("expires_at", "previous_expires_at"):
+        return _when(value)
+    return str(value)
 
 
 def _when(value: object) -> str:
@@ -105,19 +118,23 @@ def render_mail(payload: Mapping[str, Any], audience: str, base_url: str,
             lines.append(f"Expires:    {_when(key['expires_at'])}")
     if alert and owner:
         lines.append(f"Owner:      {owner.get('username', '')}")
-    lines.append(f"When:       {_when(payload.get('at'))}")
+    details = payload.get("details") or {}
+    # An alert's own time (the use that raised it), else when the event was recorded.
+    lines.append(f"When:       {_when(details.get('at') or payload.get('at'))}")
     actor = payload.get("actor") or {}
     if actor.get("name"):
         lines.append(f"By:         {actor['name']}")
-    for name, value in (payload.get("details") or {}).items():
-        lines.append(f"{_LABELS.get(name, name) + ':':<12}{value}")
+    for name, value in details.items():
+        if name != "at":
+            lines.append(f"{_LABELS.get(name, name) + ':':<11} {_shown(name, value)}")
     lines.append("")
     if key.get("id"):
         path = "/admin/keys?user=" + str(owner.get("username", "")) if alert \
             else f"/keys/{key['id']}"
         lines.append(f"See the key: {base_url}{path}")
     if event in ("key.secret_reuse", "key.leaked", "key.new_network") and not alert:
-        lines.append("If this was not you, revoke the key and create a new one.")
+        lines.append("If this was not you, create a new key." if key.get("status") == "revoked"
+                     else "If this was not you, revoke the key and create a new one.")
     lines += ["", "--", "apikm, personal API keys. This mail holds no secret." if alert else
               f"apikm, personal API keys. Choose which mails you get: "
               f"{base_url}/settings/notifications"]

@@ -51,10 +51,14 @@ TOPIC_OF = {
     "key.leaked": "leaked",
 }
 LEAK_REASON = "leaked"  # the revoke that comes with a leak report: one mail, the leak's
+REUSE_REASON = "secret_reuse"  # the revoke that comes with a reused old secret: likewise
+# Revocations written with an alert in the same transaction: the alert's mail says it all.
+ALERT_REVOCATIONS = frozenset({LEAK_REASON, REUSE_REASON})
 
 # Fields of an audit event's details that a notification may repeat; anything else (present
 # or future) stays out, so no producer can put a secret into a mail by accident.
-SHOWN_DETAILS = ("reason", "network", "address", "generation", "revoked", "limit", "url",
+# ``at``: when an alert's use happened (its audit row is written a flush later).
+SHOWN_DETAILS = ("reason", "network", "address", "at", "generation", "revoked", "limit", "url",
                  "source", "reporter", "overlap_seconds", "expires_at", "previous_expires_at")
 
 
@@ -76,12 +80,13 @@ def mail_owner(event: str, actor_id: str | None, owner_id: str | None,
     A revocation by the owners themselves is not: they just did it. A revocation by an
     admin or by the sync is (with the reason). Creation and rotation by the owner are, as
     GitLab does for tokens: if someone else holds the owner's session, the owner learns it.
-    The revocation that comes with a leak report is covered by the leak's own mail.
+    The revocation that comes with a leak report or a reused old secret is covered by that
+    alert's own mail, which says the key was revoked.
     """
     if event not in TOPIC_OF or owner_id is None:
         return False
     if event == "key.revoked":
-        return actor_id != owner_id and details.get("reason") != LEAK_REASON
+        return actor_id != owner_id and details.get("reason") not in ALERT_REVOCATIONS
     return True
 
 

@@ -26,6 +26,7 @@ from apikm.devstack.java import cache_dir
 from apikm.encryption import parse_encryption_keys
 from apikm.keys.hashing import parse_peppers
 from apikm.web.ui.session import parse_session_secrets
+from tests.support.github_signing import SigningKey
 
 pytestmark = pytest.mark.integration
 
@@ -35,18 +36,33 @@ EXAMPLE = ROOT / "deploy" / "helm" / "examples" / "minimal.yaml"
 MANIFEST = ROOT / "deploy" / "kubernetes" / "apikm.yaml"
 NAMESPACE = "apikm"
 
-SECRET_NAME = re.compile(r"SECRET|PEPPER|PASSWORD|DATABASE_URL|ENCRYPTION_KEY")
+SECRET_NAME = re.compile(r"SECRET|PEPPER|PASSWORD|DATABASE_URL|SMTP_URL|ENCRYPTION_KEY")
+NOT_SECRETS = {"APIKM_REVOKE_ON_SECRET_REUSE"}  # names a secret, holds a yes or no
 SHARED = ("APIKM_PEPPERS", "APIKM_SESSION_SECRET", "APIKM_ENCRYPTION_KEY")
 # Set by the chart before the setting exists on this branch (issue 9: signing keys encrypted
 # in the database); every other variable must be one apikm reads.
 PENDING_SETTINGS = {"APIKM_ENCRYPTION_KEY"}
 
 DB_PASSWORD = "db-pw-Zq81vX2mLr"
+SMTP_PASSWORD = "smtp-pw-Kd93mQ"
 SECRETS = {
     "peppers": "v2:pepper-two-0123456789abcdef,v1:pepper-one-0123456789abcdef",
     "sessionSecret": "session-secret-0123456789abcdef0123456789",
     "encryptionKey": "k1:" + "A" * 43,
     "oidcClientSecret": "oidc-client-secret-4711",
+    "smtpUrl": f"smtp://apikm:{SMTP_PASSWORD}@smtp.example.org:587?starttls=true",
+}
+# Optional secrets: the pods refer to them whether or not the Secret holds them.
+OPTIONAL_SECRETS = ("APIKM_OIDC_CLIENT_SECRET", "APIKM_EXCHANGE_CLIENT_SECRET", "APIKM_SMTP_URL")
+LEAK_KEYS = SigningKey().github_document()  # public keys, as GitHub publishes them
+LEAK_KEYS_DIR = "/etc/apikm/leak-report-keys"
+NOTIFY_VALUES: dict[str, Any] = {
+    "notifications": {"enabled": True, "smtpFrom": "apikm <apikm@example.org>",
+                      "adminEmails": ["security@example.org", "soc@example.org"],
+                      "expiryWarningDays": [14, 3, 1]},
+    "alerts": {"revokeOnSecretReuse": True},
+    "leakReports": {"publicKeys": LEAK_KEYS},
+    "gatewayUrls": ["https://maps.example.org/wms?service=WMS", "https://data.example.org"],
 }
 BASE: dict[str, Any] = {
     "config": {
@@ -84,11 +100,13 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "redis": {"existingSecret": "redis-auth", "existingSecretKey": "url"},
     }),
     "everything": merged(BASE, {
+        **NOTIFY_VALUES,
         "redis": {"url": REDIS_URL},
         "autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 8},
         "podDisruptionBudget": {"enabled": True, "maxUnavailable": 1},
         "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
-        "networkPolicy": {"enabled": True},
+        "networkPolicy": {"enabled": True, "egress": {"webhooks": {
+            "enabled": True, "to": [{"ipBlock": {"cidr": "198.51.100.0/24"}}]}}},
         "ingress": {"enabled": True, "hosts": [{"host": "apikm.example.org",
                                                 "paths": [{"path": "/", "pathType": "Prefix"}]}],
                     "tls": [{"secretName": "apikm-tls", "hosts": ["apikm.example.org"]}]},
@@ -174,6 +192,12 @@ def rendered(helm: str, values_file: Callable[[str], Path]) -> Callable[[str], D
     return render
 
 
+def config_map(docs: Docs) -> dict[str, Any]:
+    """The ConfigMap of apikm's settings (the leak report keys may have one too)."""
+    [found] = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "apikm"]
+    return found
+
+
 def pod_containers(deployment: dict[str, Any]) -> Iterator[dict[str, Any]]:
     spec = deployment["spec"]["template"]["spec"]
     yield from spec.get("initContainers", [])
@@ -225,9 +249,11 @@ def test_no_secret_outside_secrets(rendered: Callable[[str], Docs],
     assert configmaps
     for configmap in configmaps:
         for key, value in configmap["data"].items():
-            assert not SECRET_NAME.search(key), f"{key} in ConfigMap {configmap['metadata']}"
-            assert "@" not in value, f"{key}={value!r} looks like a URL with credentials"
-    secret_values = [*SECRETS.values(), DB_PASSWORD]
+            assert key in NOT_SECRETS or not SECRET_NAME.search(key), \
+                f"{key} in ConfigMap {configmap['metadata']}"
+            assert not re.search(r"://[^/\s]*@", value), \
+                f"{key}={value!r} looks like a URL with credentials"
+    secret_values = [*SECRETS.values(), DB_PASSWORD, SMTP_PASSWORD]
     for doc in docs:
         if doc["kind"] == "Secret":
             continue
@@ -249,6 +275,8 @@ def test_every_replica_reads_the_same_secrets(
     for variable in SHARED:
         assert refs[variable] == (expected_secret, variable)
     # Nothing per pod: no secret mounted or generated in the pod template.
+    for volume in deployment["spec"]["template"]["spec"]["volumes"]:
+        assert "secret" not in volume, volume
     for container in pod_containers(deployment):
         assert all("secretRef" not in source for source in container.get("envFrom", []))
     if name == "existing-secret":
@@ -261,7 +289,7 @@ def test_every_replica_reads_the_same_secrets(
     data = secret["stringData"]
     for variable, (secret_name, key) in refs.items():
         assert secret_name == expected_secret
-        if variable not in ("APIKM_OIDC_CLIENT_SECRET", "APIKM_EXCHANGE_CLIENT_SECRET"):
+        if variable not in OPTIONAL_SECRETS:
             assert key in data, f"{variable} refers to {key}, missing from the Secret"
     if name != EXAMPLE_SET:
         assert data["APIKM_PEPPERS"] == SECRETS["peppers"]
@@ -282,10 +310,11 @@ def test_rendering_is_deterministic(helm: str, values_file: Callable[[str], Path
 
 @pytest.mark.parametrize("name", ALL_SETS)
 def test_settings_are_real_and_valid(rendered: Callable[[str], Docs],
-                                     name: str) -> None:
+                                     name: str, tmp_path: Path) -> None:
     """Every APIKM_* variable the chart sets is one apikm reads, with a value it accepts."""
     docs = rendered(name)
-    configmap = one(docs, "ConfigMap")["data"]
+    mounted_keys = _mount_leak_keys(docs, tmp_path)
+    configmap = config_map(docs)["data"]
     secrets = next((d["stringData"] for d in docs if d["kind"] == "Secret"), {})
     deployment = one(docs, "Deployment")
     env_names = set(secret_refs(main_container(deployment)))
@@ -293,10 +322,24 @@ def test_settings_are_real_and_valid(rendered: Callable[[str], Docs],
     unknown = (set(configmap) | env_names) - known - PENDING_SETTINGS
     assert not unknown, f"not apikm settings: {sorted(unknown)}"
     values = {**configmap, **{k: v for k, v in secrets.items() if k in known}}
+    if mounted_keys is not None:  # the file the pod reads, here
+        values["APIKM_LEAK_REPORT_KEYS"] = str(mounted_keys)
     settings = load_settings(_env_file=None, **{
         var.removeprefix("APIKM_").lower(): value for var, value in values.items()})
     assert settings.port == 8000 and settings.host == "0.0.0.0"
     assert settings.keycloak_url == "https://keycloak.example.org"
+
+
+def _mount_leak_keys(docs: Docs, directory: Path) -> Path | None:
+    """The leak report keys file as a pod sees it, from the chart's ConfigMap."""
+    keys = [d for d in docs if d["kind"] == "ConfigMap"
+            and d["metadata"]["name"].endswith("-leak-report-keys")]
+    if not keys:
+        return None
+    [(name, content)] = keys[0]["data"].items()
+    path = directory / name
+    path.write_text(content)
+    return path
 
 
 # --- pods ---------------------------------------------------------------------------------
@@ -322,10 +365,16 @@ def test_pods_run_unprivileged(rendered: Callable[[str], Docs],
     assert volumes["tmp"]["emptyDir"]
     mounts = {m["mountPath"]: m["name"] for c in pod_containers(deployment)
               for m in c["volumeMounts"]}
+    read_only = {m["mountPath"]: m["name"] for c in pod_containers(deployment)
+                 for m in c["volumeMounts"] if m.get("readOnly")}
+    for volume in read_only.values():  # GitHub's public keys: a ConfigMap, read only
+        assert set(volumes[volume]) == {"name", "configMap"}
     if name in DB_SETS:
         # With PostgreSQL the pod writes nothing but /tmp.
-        assert mounts == {POD_TMP: "tmp"} and set(volumes) == {"tmp"}
-        data_dir = one(rendered(name), "ConfigMap")["data"]["APIKM_DATA_DIR"]
+        writable = {path: v for path, v in mounts.items() if path not in read_only}
+        assert writable == {POD_TMP: "tmp"}
+        assert set(volumes) - set(read_only.values()) == {"tmp"}
+        data_dir = config_map(rendered(name))["data"]["APIKM_DATA_DIR"]
         assert data_dir.startswith(f"{POD_TMP}/")
 
 
@@ -336,7 +385,7 @@ def test_probes_and_port(rendered: Callable[[str], Docs], name: str) -> None:
     assert container["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
-    assert one(docs, "ConfigMap")["data"]["APIKM_PORT"] == "8000"
+    assert config_map(docs)["data"]["APIKM_PORT"] == "8000"
     service = one(docs, "Service")
     assert service["spec"]["ports"] == [{"name": "http", "port": 8000, "targetPort": "http",
                                          "protocol": "TCP"}]
@@ -379,7 +428,7 @@ def test_one_replica_on_sqlite(rendered: Callable[[str], Docs]) -> None:
     deployment = one(docs, "Deployment")
     assert deployment["spec"]["replicas"] == 1
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
-    assert one(docs, "ConfigMap")["data"]["APIKM_DATA_DIR"] == "/var/lib/apikm"
+    assert config_map(docs)["data"]["APIKM_DATA_DIR"] == "/var/lib/apikm"
     assert "APIKM_DATABASE_URL" not in secret_refs(main_container(deployment))
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
     assert set(volumes) == {"tmp", "data"}
@@ -400,6 +449,21 @@ def test_one_replica_on_sqlite(rendered: Callable[[str], Docs]) -> None:
     ({"secrets": {"existingSecret": "mine"}}, "secrets.peppers is set together with "
                                               "secrets.existingSecret"),
     ({"secrets": {"encryptionKey": ""}}, "set secrets.encryptionKey"),
+    ({"config": {"APIKM_SMTP_URL": "smtp://u:p@mail"}}, "invalid propertyName 'APIKM_SMTP_URL'"),
+    ({"secrets": {"smtpUrl": "https://mail.example.org"}}, "/secrets/smtpUrl"),
+    ({"secrets": {"existingSecret": "mine", "peppers": "", "sessionSecret": "",
+                  "encryptionKey": "", "oidcClientSecret": ""}},
+     "secrets.smtpUrl is set together with secrets.existingSecret"),
+    ({"notifications": {"adminEmails": ["a@x.org,b@y.org"]}}, "/notifications/adminEmails/0"),
+    ({"notifications": {"expiryWarningDays": [0]}}, "/notifications/expiryWarningDays/0"),
+    ({"notifications": {"enabled": "yes"}}, "/notifications/enabled"),
+    ({"alerts": {"revokeOnSecretReuse": "always"}}, "/alerts/revokeOnSecretReuse"),
+    ({"gatewayUrls": ["maps.example.org"]}, "/gatewayUrls/0"),
+    ({"notifications": {"adminEmails": ["a@example.org"]},
+      "config": {"APIKM_ADMIN_EMAILS": "b@example.org"}},
+     "APIKM_ADMIN_EMAILS is set twice, in config and by its own value"),
+    ({"leakReports": {"publicKeys": "{}", "existingConfigMap": "github-keys"}},
+     "set leakReports.publicKeys or leakReports.existingConfigMap, not both"),
 ])
 def test_bad_values_fail_early(helm: str, tmp_path: Path, extra: dict[str, Any],
                                message: str) -> None:
@@ -412,7 +476,7 @@ def test_config_takes_every_setting_but_the_secrets(helm: str, tmp_path: Path) -
     """The schema's secret filter matches apikm's secrets, not its ordinary settings."""
     chart_managed = {"APIKM_PORT", "APIKM_DATA_DIR", "APIKM_RATE_LIMIT_STORAGE"}
     secret_settings = {"APIKM_PEPPERS", "APIKM_SESSION_SECRET", "APIKM_ENCRYPTION_KEY",
-                       "APIKM_OIDC_CLIENT_SECRET",
+                       "APIKM_OIDC_CLIENT_SECRET", "APIKM_SMTP_URL",
                        "APIKM_EXCHANGE_CLIENT_SECRET", "APIKM_DATABASE_URL"}
     names = {f"APIKM_{field.upper()}" for field in Settings.model_fields}
     assert secret_settings <= names
@@ -472,9 +536,12 @@ def test_everything_on(rendered: Callable[[str], Docs]) -> None:
             "kubernetes.io/metadata.name": "ingress-nginx"}}}]}]
     egress_ports = sorted((p["port"], p["protocol"]) for rule in policy["egress"]
                           for p in rule["ports"])
-    # DNS, PostgreSQL, Redis, Keycloak (https://keycloak.example.org → 443); nothing else.
-    assert egress_ports == [(53, "TCP"), (53, "UDP"), (443, "TCP"), (5432, "TCP"),
-                            (6379, "TCP")]
+    # DNS, PostgreSQL, Redis, Keycloak (https://keycloak.example.org → 443), the mail
+    # server (secrets.smtpUrl → 587), webhook receivers (443); nothing else.
+    assert egress_ports == [(53, "TCP"), (53, "UDP"), (443, "TCP"), (443, "TCP"), (587, "TCP"),
+                            (5432, "TCP"), (6379, "TCP")]
+    assert policy["egress"][-1] == {"ports": [{"port": 443, "protocol": "TCP"}],
+                                    "to": [{"ipBlock": {"cidr": "198.51.100.0/24"}}]}
     dns = next(rule for rule in policy["egress"] if rule["ports"][0]["port"] == 53)
     assert dns["to"][0]["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
 
@@ -495,10 +562,84 @@ def test_everything_on(rendered: Callable[[str], Docs]) -> None:
         "service": {"name": "geoserver", "port": {"number": 8080}}}
 
 
+def test_notification_settings_reach_the_pods(rendered: Callable[[str], Docs]) -> None:
+    docs = rendered("everything")
+    data = config_map(docs)["data"]
+    assert {k: data[k] for k in (
+        "APIKM_NOTIFY_ENABLED", "APIKM_SMTP_FROM", "APIKM_ADMIN_EMAILS",
+        "APIKM_EXPIRY_WARNING_DAYS", "APIKM_REVOKE_ON_SECRET_REUSE", "APIKM_GATEWAY_URLS",
+        "APIKM_LEAK_REPORT_KEYS")} == {
+        "APIKM_NOTIFY_ENABLED": "true", "APIKM_SMTP_FROM": "apikm <apikm@example.org>",
+        "APIKM_ADMIN_EMAILS": "security@example.org,soc@example.org",
+        "APIKM_EXPIRY_WARNING_DAYS": "14,3,1", "APIKM_REVOKE_ON_SECRET_REUSE": "true",
+        "APIKM_GATEWAY_URLS": "https://maps.example.org/wms?service=WMS,https://data.example.org",
+        "APIKM_LEAK_REPORT_KEYS": f"{LEAK_KEYS_DIR}/github-secret-scanning.json"}
+    # The SMTP URL (it holds a password) only in the Secret, read by both containers.
+    secret = next(d for d in docs if d["kind"] == "Secret")["stringData"]
+    assert secret["APIKM_SMTP_URL"] == SECRETS["smtpUrl"]
+    deployment = one(docs, "Deployment")
+    for container in pod_containers(deployment):
+        assert secret_refs(container)["APIKM_SMTP_URL"] == ("apikm", "APIKM_SMTP_URL")
+        assert {"name": "leak-report-keys", "mountPath": LEAK_KEYS_DIR,
+                "readOnly": True} in container["volumeMounts"]
+    # GitHub's keys: the chart's ConfigMap, mounted; a change rolls the pods.
+    keys = next(d for d in docs if d["kind"] == "ConfigMap"
+                and d["metadata"]["name"] == "apikm-leak-report-keys")
+    assert keys["data"] == {"github-secret-scanning.json": LEAK_KEYS}
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert "checksum/leak-report-keys" in annotations
+    # Nothing of it by default: apikm's own defaults apply.
+    defaults = config_map(rendered("defaults"))["data"]
+    assert not {"APIKM_NOTIFY_ENABLED", "APIKM_ADMIN_EMAILS", "APIKM_EXPIRY_WARNING_DAYS",
+                "APIKM_REVOKE_ON_SECRET_REUSE", "APIKM_LEAK_REPORT_KEYS"} & set(defaults)
+
+
+def test_leak_keys_from_a_configmap_of_ones_own(helm: str, tmp_path: Path) -> None:
+    values = merged(BASE, {"leakReports": {"existingConfigMap": "github-keys",
+                                           "existingConfigMapKey": "keys.json"}})
+    result = template(helm, values, tmp_path)
+    assert result.returncode == 0, result.stderr
+    docs = objects(result.stdout)
+    assert [d["metadata"]["name"] for d in docs if d["kind"] == "ConfigMap"] == ["apikm"]
+    assert config_map(docs)["data"]["APIKM_LEAK_REPORT_KEYS"] == \
+        f"{LEAK_KEYS_DIR}/keys.json"
+    volumes = one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "leak-report-keys", "configMap": {
+        "name": "github-keys", "items": [{"key": "keys.json", "path": "keys.json"}]}} in volumes
+
+
+@pytest.mark.parametrize(("smtp", "extra", "ports"), [
+    ("smtps://mailer:pw@mail.example.org", {}, [465]),
+    ("smtp://mail.example.org", {}, [25]),
+    ("smtp://mailer:pw@mail.example.org:2525", {}, [2525]),
+    ("", {"enabled": True, "ports": [587]}, [587]),  # the URL in an existing Secret
+    ("smtps://mail.example.org", {"ports": [10465]}, [10465]),
+])
+def test_smtp_egress_follows_the_mail_server(helm: str, tmp_path: Path, smtp: str,
+                                             extra: dict[str, Any], ports: list[int]) -> None:
+    values = merged(BASE, {"secrets": {"smtpUrl": smtp},
+                           "networkPolicy": {"enabled": True, "egress": {"smtp": extra}}})
+    result = template(helm, values, tmp_path)
+    assert result.returncode == 0, result.stderr
+    egress = one(objects(result.stdout), "NetworkPolicy")["spec"]["egress"]
+    assert egress[-1] == {"ports": [{"port": p, "protocol": "TCP"} for p in ports]}
+    assert "# The mail server" in result.stdout
+
+
+def test_no_smtp_egress_without_mail(rendered: Callable[[str], Docs], helm: str,
+                                     tmp_path: Path) -> None:
+    values = merged(BASE, {"secrets": {"smtpUrl": ""}, "networkPolicy": {"enabled": True}})
+    result = template(helm, values, tmp_path)
+    assert result.returncode == 0, result.stderr
+    egress = one(objects(result.stdout), "NetworkPolicy")["spec"]["egress"]
+    assert [p["port"] for rule in egress for p in rule["ports"]] == [53, 53, 5432, 443]
+
+
 def test_keycloak_egress_port_follows_its_url(helm: str, tmp_path: Path) -> None:
     values = merged(BASE, {"networkPolicy": {"enabled": True},
                            "config": {"APIKM_KEYCLOAK_URL": "http://keycloak.iam:8080",
                                       "APIKM_KEYCLOAK_ADMIN_URL": "https://kc-admin.example.org"}})
+    values["secrets"]["smtpUrl"] = ""  # the Keycloak rule comes last then
     result = template(helm, values, tmp_path)
     assert result.returncode == 0, result.stderr
     policy = one(objects(result.stdout), "NetworkPolicy")["spec"]

@@ -67,6 +67,33 @@ def test_a_rotated_keys_old_secret(leak_servers: tuple[ApikmServer, ApikmServer]
             time.sleep(0.02)
 
 
+def test_an_older_generation_is_recorded_and_left_working(
+        leak_servers: tuple[ApikmServer, ApikmServer],
+        alice_and_admin: tuple[httpx.Client, httpx.Client]) -> None:
+    """A secret two rotations old is kept only in ``retired_secrets``: still a real leak
+    (true positive, ``leak_reported`` with its generation); without
+    APIKM_REVOKE_ON_SECRET_REUSE the key keeps working."""
+    _first, second = leak_servers
+    alice, admin = alice_and_admin
+    key = new_key(alice)
+    middle = alice.post(f"/v1/keys/{key['id']}/rotate", json={}).json()
+    current = alice.post(f"/v1/keys/{key['id']}/rotate", json={}).json()
+    answers = [admin.post("/v1/leaks", json=[{"token": secret, "url": f"u{n}"}])
+               for n, secret in enumerate((key["key"], middle["key"]))]
+    assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+    [oldest], [previous] = (a.json() for a in answers)
+    for entry in (oldest, previous):
+        assert (entry["label"], entry["outcome"], entry["key_id"]) == (
+            "true_positive", "rotated_away", key["id"])
+    audit = admin.get("/v1/admin/audit", params={"key_id": key["id"]}).json()
+    reported = sorted(e["details"]["generation"] for e in audit
+                      if e["action"] == "leak_reported")
+    assert reported == [1, 2]
+    assert "revoke" not in [e["action"] for e in audit]
+    with httpx.Client(base_url=second.url, timeout=10) as on_second:
+        assert verify_key(on_second, current["key"])["code"] == "VALID"
+
+
 def test_an_imported_apikeymanager_key(leak_servers: tuple[ApikmServer, ApikmServer],
                                        alice_and_admin: tuple[httpx.Client, httpx.Client],
                                        tmp_path: Path) -> None:

@@ -78,3 +78,31 @@ def test_a_leak_of_an_old_secret_does_not_claim_a_revocation() -> None:
     old["key"]["status"] = "active"
     subject = messages.render_mail(old, "owner", BASE, REDACTOR).subject
     assert "rotated-away secret" in subject and "revoked" not in subject
+
+
+def test_an_alert_says_when_the_use_happened_and_each_detail_is_spaced() -> None:
+    mail = messages.render_mail(payload("key.new_network", details={
+        "network": "203.0.113.0/24", "address": "203.0.113.9",
+        "at": "2030-01-10T11:58:41+00:00"}), "owner", BASE, REDACTOR)
+    assert "When:       2030-01-10 11:58 UTC" in mail.text  # the use, not the audit write
+    assert "Client address: 203.0.113.9" in mail.text
+    assert "Network:    203.0.113.0/24" in mail.text
+    assert "2030-01-10T11:58:41" not in mail.text
+
+
+def test_a_reused_secret_that_revoked_the_key_says_so() -> None:
+    revoked = payload("key.secret_reuse", details={"generation": 1, "revoked": True})
+    revoked["key"]["status"] = "revoked"
+    mail = messages.render_mail(revoked, "owner", BASE, REDACTOR)
+    assert mail.subject.endswith("(possible leak) and has been revoked")
+    assert "Revoked as well: yes" in mail.text and "Secret generation: 1" in mail.text
+    assert "revoke the key" not in mail.text and "create a new key" in mail.text
+    kept = messages.render_mail(payload("key.secret_reuse", details={"revoked": False}),
+                                "owner", BASE, REDACTOR)
+    assert kept.subject.endswith("(possible leak)") and "revoke the key" in kept.text
+
+
+def test_a_limit_is_named_in_the_text_too() -> None:
+    mail = messages.render_mail(payload("key.limit_tripped", details={"limit": "key_rate"}),
+                                "admin", BASE, REDACTOR)
+    assert "Limit:      its own rate limit" in mail.text

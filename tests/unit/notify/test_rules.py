@@ -145,3 +145,26 @@ def test_webhook_endpoint_fields_are_checked() -> None:
         check_events(["key.created", "key.bogus"])
     with pytest.raises(EndpointError):
         check_description("a\x00")
+
+
+def test_producers_and_the_notifier_agree_on_revocation_reasons() -> None:
+    """The revocations written together with an alert carry the reasons the notifier knows,
+    so their owners get the alert's mail alone."""
+    from apikm.alerts.writer import REUSE_REASON
+    from apikm.leaks.handler import LEAKED
+
+    assert rules.ALERT_REVOCATIONS == {LEAKED, REUSE_REASON}
+
+
+def test_a_revocation_that_comes_with_an_alert_is_not_mailed_twice() -> None:
+    for reason in ("secret_reuse", "leaked"):
+        assert not rules.mail_owner("key.revoked", "apikm", "alice-id", {"reason": reason})
+        assert rules.mail_owner("key.revoked", "admin-id", "alice-id", {"reason": "left"})
+    assert rules.mail_owner("key.secret_reuse", "apikm", "alice-id", {"revoked": True})
+
+
+def test_an_alerts_time_and_generation_reach_webhooks() -> None:
+    shown = rules.shown_details({"network": "10.1.2.0/24", "at": "2030-01-10T12:00:00+00:00",
+                                 "generation": 2, "token": "apikm_x", "extra": {"a": 1}})
+    assert shown == {"network": "10.1.2.0/24", "at": "2030-01-10T12:00:00+00:00",
+                     "generation": 2}

@@ -70,7 +70,7 @@ Checks the schema cannot express; included by every template that needs them, so
 {{- fail "apikm: set config.APIKM_KEYCLOAK_REALM" }}
 {{- end }}
 {{- if .Values.secrets.existingSecret }}
-{{- range $name := list "peppers" "sessionSecret" "encryptionKey" "oidcClientSecret" "exchangeClientSecret" }}
+{{- range $name := list "peppers" "sessionSecret" "encryptionKey" "oidcClientSecret" "exchangeClientSecret" "smtpUrl" }}
 {{- if index $.Values.secrets $name }}
 {{- fail (printf "apikm: secrets.%s is set together with secrets.existingSecret: keep it in the existing Secret only" $name) }}
 {{- end }}
@@ -94,6 +94,66 @@ Checks the schema cannot express; included by every template that needs them, so
 {{- if and .Values.sqlite.existingClaim (include "apikm.hasDatabase" .) }}
 {{- fail "apikm: sqlite.existingClaim is for SQLite only; with PostgreSQL leave it empty" }}
 {{- end }}
+{{- if and .Values.leakReports.publicKeys .Values.leakReports.existingConfigMap }}
+{{- fail "apikm: set leakReports.publicKeys or leakReports.existingConfigMap, not both" }}
+{{- end }}
+{{- range $var, $value := fromYaml (include "apikm.typedSettings" .) }}
+{{- if hasKey $.Values.config $var }}
+{{- fail (printf "apikm: %s is set twice, in config and by its own value (notifications, alerts, leakReports, gatewayUrls): keep one" $var) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Settings with values of their own (typed and checked by the schema), as ConfigMap entries;
+only those set, so apikm's defaults apply otherwise.
+*/}}
+{{- define "apikm.typedSettings" -}}
+{{- with .Values.notifications }}
+{{- if not (kindIs "invalid" .enabled) }}
+APIKM_NOTIFY_ENABLED: {{ .enabled | toString | quote }}
+{{- end }}
+{{- with .smtpFrom }}
+APIKM_SMTP_FROM: {{ . | quote }}
+{{- end }}
+{{- with .adminEmails }}
+APIKM_ADMIN_EMAILS: {{ join "," . | quote }}
+{{- end }}
+{{- with .expiryWarningDays }}
+APIKM_EXPIRY_WARNING_DAYS: {{ join "," . | quote }}
+{{- end }}
+{{- end }}
+{{- if not (kindIs "invalid" .Values.alerts.revokeOnSecretReuse) }}
+APIKM_REVOKE_ON_SECRET_REUSE: {{ .Values.alerts.revokeOnSecretReuse | toString | quote }}
+{{- end }}
+{{- with .Values.gatewayUrls }}
+APIKM_GATEWAY_URLS: {{ join "," . | quote }}
+{{- end }}
+{{- if include "apikm.leakKeysConfigMap" . }}
+APIKM_LEAK_REPORT_KEYS: {{ printf "%s/%s" (include "apikm.leakKeysDir" .) (include "apikm.leakKeysFile" .) | quote }}
+{{- end }}
+{{- end }}
+
+{{/* The ConfigMap holding GitHub's leak report keys (the chart's or the user's), or "". */}}
+{{- define "apikm.leakKeysConfigMap" -}}
+{{- if .Values.leakReports.existingConfigMap }}{{ .Values.leakReports.existingConfigMap }}
+{{- else if .Values.leakReports.publicKeys }}{{ include "apikm.fullname" . }}-leak-report-keys
+{{- end }}
+{{- end }}
+
+{{- define "apikm.leakKeysDir" -}}/etc/apikm/leak-report-keys{{- end }}
+
+{{- define "apikm.leakKeysFile" -}}
+{{- default "github-secret-scanning.json" .Values.leakReports.existingConfigMapKey }}
+{{- end }}
+
+{{/* Ports of the SMTP URL (25 for smtp://, 465 for smtps://, or its own), for egress. */}}
+{{- define "apikm.smtpPorts" -}}
+{{- $u := urlParse .Values.secrets.smtpUrl }}
+{{- $port := trimPrefix (printf "%s:" $u.hostname) $u.host }}
+{{- if eq $port $u.host }}{{ $port = "" }}{{ end }}
+{{- if not $port }}{{ $port = ternary "465" "25" (eq $u.scheme "smtps") }}{{ end }}
+{{- list (int $port) | toJson }}
 {{- end }}
 
 {{/*
@@ -108,7 +168,7 @@ variable is a reference to one Secret key, never a value in the pod spec, so all
   valueFrom:
     secretKeyRef: {name: {{ $secret }}, key: {{ $var }}}
 {{- end }}
-{{- range $var := list "APIKM_OIDC_CLIENT_SECRET" "APIKM_EXCHANGE_CLIENT_SECRET" }}
+{{- range $var := list "APIKM_OIDC_CLIENT_SECRET" "APIKM_EXCHANGE_CLIENT_SECRET" "APIKM_SMTP_URL" }}
 - name: {{ $var }}
   valueFrom:
     secretKeyRef: {name: {{ $secret }}, key: {{ $var }}, optional: true}

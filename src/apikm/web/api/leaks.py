@@ -121,7 +121,7 @@ async def report_leaks(request: Request) -> JSONResponse:
         extra: dict[str, Any] = {"details": exc.details} if exc.details else {}
         raise ApiError(exc.status, exc.error, exc.message, **extra) from None
     handler = LeakHandler(ctx.engine, ctx.verifier.peppers, ctx.settings.key_prefix,
-                          ctx.keys)
+                          ctx.keys, revoke_retired=ctx.settings.revoke_on_secret_reuse)
     results = await handler.report(items, actor, reporter)
     log.info("leak report", reporter=reporter, tokens=len(items),
              true_positives=sum(r.outcome in TRUE_POSITIVES for r in results),
