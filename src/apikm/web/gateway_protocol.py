@@ -40,6 +40,7 @@ class GatewayProtocol(HttpToolsProtocol):
         self._route: str | None = None  # set while a request is answered here
         self._body: list[bytes] = []
         self._body_size = 0
+        self._active_at = self.loop.time()
 
     # --- parser callbacks ----------------------------------------------------------------
     def on_headers_complete(self) -> None:
@@ -81,6 +82,42 @@ class GatewayProtocol(HttpToolsProtocol):
             return False
         self._write(answer[0], answer[1], answer[2])
         return True
+
+    # --- keep-alive: one idle timer per connection, not one per request ---------------
+    # uvicorn cancels its idle timer on every read and arms a new one after every answer: a
+    # timer handle per request, a tenth of a busy gateway connection's time. Here the timer
+    # stays armed; every read notes the time, and when it fires it closes the connection
+    # only if it was idle (no request under way) for the whole keep-alive timeout.
+    def _unset_keepalive_if_required(self) -> None:
+        self._active_at = self.loop.time()
+
+    def timeout_keep_alive_handler(self) -> None:
+        self.timeout_keep_alive_task = None
+        if self.transport.is_closing():
+            return
+        idle = self.loop.time() - self._active_at
+        busy = self._route is not None or (self.cycle is not None
+                                           and not self.cycle.response_complete)
+        if idle >= self.timeout_keep_alive and not busy:
+            self.transport.close()
+            return
+        wait = self.timeout_keep_alive - idle if not busy else self.timeout_keep_alive
+        self.timeout_keep_alive_task = self.loop.call_later(
+            max(wait, 0.05), self.timeout_keep_alive_handler)
+
+    def on_response_complete(self) -> None:
+        armed = self.timeout_keep_alive_task
+        super().on_response_complete()  # an ASGI answer: uvicorn arms a timer of its own
+        if armed is not None and self.timeout_keep_alive_task is not armed:
+            if self.timeout_keep_alive_task is not None:
+                self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = armed
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
 
     # --- flow control: a client that does not read its answers stops being read ---------
     def resume_writing(self) -> None:
@@ -147,9 +184,9 @@ class GatewayProtocol(HttpToolsProtocol):
             return
         if self.flow.write_paused:
             self.flow.pause_reading()
-        self._unset_keepalive_if_required()
-        self.timeout_keep_alive_task = self.loop.call_later(
-            self.timeout_keep_alive, self.timeout_keep_alive_handler)
+        if self.timeout_keep_alive_task is None:
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler)
 
 
 def _find_gateway(app: object) -> Gateway | None:

@@ -14,6 +14,7 @@ import json
 import socket
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from tests.support.keys import create_key
 from tests.support.ports import free_port, wait_http
 
 pytestmark = pytest.mark.integration
+KEEP_ALIVE = 1  # seconds an idle connection is kept
 
 
 @dataclass
@@ -66,7 +68,8 @@ def served(keycloak: StackInfo) -> Iterator[Served]:
     upgrade(settings.effective_database_url)
     asgi = CountingApp(create_app(settings))
     server = uvicorn.Server(uvicorn.Config(asgi, host="127.0.0.1", port=port, http=GatewayProtocol,
-                                           lifespan="on", log_config=None, access_log=False))
+                                           lifespan="on", log_config=None, access_log=False,
+                                           timeout_keep_alive=KEEP_ALIVE))
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
@@ -207,3 +210,18 @@ def test_other_paths_and_encoded_paths_go_through_asgi(served: Served, key: str)
                        + b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n", answers=2)
     assert [status for status, _, _ in answers] == [200, 200]
     assert served.asgi.paths[before:] == ["/v1/auth", "/healthz"]
+
+
+def test_an_idle_connection_is_closed_a_busy_one_kept(served: Served, key: str) -> None:
+    with socket.create_connection((served.host, served.port), timeout=10) as busy, \
+            socket.create_connection((served.host, served.port), timeout=10) as idle:
+        idle.sendall(auth_request(key))
+        assert read_responses(idle, 1)[0][0] == 200
+        started = time.monotonic()
+        while time.monotonic() - started < 2.5 * KEEP_ALIVE:  # one request every 0.3 s
+            busy.sendall(auth_request(key))
+            assert read_responses(busy, 1)[0][0] == 200
+            time.sleep(0.3)
+        assert idle.recv(10) == b""  # closed after KEEP_ALIVE seconds without a request
+        busy.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")  # kept: still answers
+        assert read_responses(busy, 1)[0][0] == 200
