@@ -8,7 +8,8 @@ the toy check (sha256 + dict on a bare Starlette route under uvicorn), Debian's 
 1. throughput and p99 at saturation (wrk -t1 -c32) of the nginx map limit, nginx static,
    the toy, nginx -> toy, apikm /v1/auth and /v1/verify, nginx -> apikm (without and with the
    micro-cache) and Keycloak's own token introspection, with the ratios the issue sets;
-2. latency at half of apikm's peak rate, constant rate (vegeta), and the longest stall;
+2. latency at half of apikm's peak rate, constant rate (vegeta on one core, the server on the
+   other), and the longest stall, with the toy's at the same rate for the floor;
 3. 10 keys against 1,000,000 keys (cache hits and database lookups), database size and RSS;
 4. the micro-cache's revocation delay.
 
@@ -41,7 +42,7 @@ from apikm.verify.sqlite_lookup import SqliteLookup
 from apikm.verify.store import lookup_query
 from bench.bulk_keys import load, seeded_keys
 from bench.loadgen import attack
-from bench.process import group_rss_mb
+from bench.process import LOAD_CPU, SERVER_CPU, group_rss_mb, pinned
 from bench.wrk import WrkResult, require_wrk, run_wrk
 from tests.support.apikm_server import ApikmServer, apikm_server
 from tests.support.echo import echo_server
@@ -92,7 +93,7 @@ def ratio_line(name: str, value: float, target: float, higher: bool = True) -> b
 
 
 @contextlib.contextmanager
-def toy_server(key: str) -> Iterator[str]:
+def toy_server(key: str) -> Iterator[tuple[str, int]]:
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "bench.toy:app", "--host", "127.0.0.1", "--port",
@@ -102,7 +103,7 @@ def toy_server(key: str) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{url}/check", ok=(401,), alive=process.poll)
-        yield url
+        yield url, process.pid
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -150,7 +151,7 @@ def throughput(options: argparse.Namespace, stack: keycloak.StackInfo) -> dict[s
             echo_server() as upstream, user_client(apikm.url, token) as alice:
         key, _created = create_key(alice, ["analyst"])
         server_level, http_level = nginx_extra(key)
-        with toy_server(key) as toy:
+        with toy_server(key) as (toy, toy_pid):
             http_level = http_level.replace("TOY", toy.removeprefix("http://"))
             with nginx_gateway(apikm.url, upstream, server_level, http_level) as nginx, \
                     nginx_gateway(apikm.url, upstream,
@@ -189,7 +190,8 @@ def throughput(options: argparse.Namespace, stack: keycloak.StackInfo) -> dict[s
                                          f"{apikm.url}/healthz"),
                 }
                 rates["revocation"] = microcache_revocation(alice, cached.url)
-                rates.update(constant_rate(options, apikm, key, rates["auth"]))
+                rates.update(constant_rate(options, apikm, key, rates["auth"],
+                                           (toy, toy_pid)))
     return rates
 
 
@@ -227,15 +229,23 @@ def microcache_revocation(alice: httpx.Client, gateway: str) -> float:
 
 
 def constant_rate(options: argparse.Namespace, apikm: ApikmServer, key: str,
-                  peak: float) -> dict[str, float]:
+                  peak: float, toy: tuple[str, int]) -> dict[str, float]:
+    """Latency at half of apikm's peak, vegeta on one core and the server on the other
+    (``process.pinned``); the toy at the same rate, the same way, for the floor."""
     rate = int(peak / 2)
-    print(f"\nconstant rate, half of apikm's peak: {rate:,} req/s on /v1/auth for "
-          f"{options.rate_seconds}s (vegeta):", flush=True)
-    result = attack(f"{apikm.url}/v1/auth?role=analyst", rate, options.rate_seconds,
-                    {"X-API-Key": key})
-    print(f"  achieved {result.rate:,.0f} req/s, {result.success:.1%} 2xx, p50 "
-          f"{result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms, max {result.max_ms:.1f} ms")
-    return {"p99 ms": result.p99_ms, "max ms": result.max_ms, "half rate": result.rate}
+    print(f"\nconstant rate, half of apikm's peak: {rate:,} req/s for {options.rate_seconds}s "
+          f"(vegeta on CPU {LOAD_CPU}, the server on CPU {SERVER_CPU}):", flush=True)
+    results: dict[str, float] = {}
+    for name, url, pid in (("toy", f"{toy[0]}/check", toy[1]),
+                           ("apikm", f"{apikm.url}/v1/auth?role=analyst", apikm.pid)):
+        with pinned(pid):
+            result = attack(url, rate, options.rate_seconds, {"X-API-Key": key}, cpu=LOAD_CPU)
+        print(f"  {name:<6} achieved {result.rate:,.0f} req/s, {result.success:.1%} 2xx, p50 "
+              f"{result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms, max {result.max_ms:.1f} ms",
+              flush=True)
+        results.update({f"{name} p99 ms": result.p99_ms, f"{name} max ms": result.max_ms})
+    return {"p99 ms": results["apikm p99 ms"], "max ms": results["apikm max ms"],
+            "toy p99 ms": results["toy p99 ms"], "half rate": rate}
 
 
 def key_counts(options: argparse.Namespace, stack: keycloak.StackInfo) -> dict[str, float]:
@@ -336,6 +346,7 @@ def main() -> None:
         ratio_line(f"longest request ms in {options.rate_seconds}s at half of peak",
                    r["max ms"], 20.0, higher=False),
     ]
+    print(f"  {'(for scale) toy p99 ms at the same constant rate':<58} {r['toy p99 ms']:>7.3f}")
     print(f"  {'(for scale) nginx map limit / nginx static':<58} "
           f"{r['nginx map limit'] / r['nginx static']:>7.3f}")
     print(f"  {'(for scale) apikm /healthz (FastAPI) / toy':<58} {r['healthz'] / r['toy']:>7.3f}")

@@ -55,13 +55,15 @@ class RateResult:
 
 
 def attack(url: str, rate: int, seconds: int, headers: dict[str, str],
-           connections: int = CONNECTIONS) -> RateResult:
+           connections: int = CONNECTIONS, cpu: int | None = None) -> RateResult:
+    """``cpu``: run vegeta on that CPU only (``process.pinned`` puts the server on another)."""
     target = f"GET {url}\n" + "".join(f"{k}: {v}\n" for k, v in headers.items())
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as handle:
         handle.write(target)
     try:
         attacked = subprocess.run(
-            [vegeta(), "attack", "-rate", f"{rate}/s", "-duration", f"{seconds}s",
+            [*(["taskset", "-c", str(cpu)] if cpu is not None else []),
+             vegeta(), "attack", "-rate", f"{rate}/s", "-duration", f"{seconds}s",
              "-targets", handle.name, *_pool(connections)],
             check=True, capture_output=True)
         report = subprocess.run([vegeta(), "report", "-type", "json"], input=attacked.stdout,
