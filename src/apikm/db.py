@@ -72,6 +72,15 @@ def database_unavailable(exc: BaseException) -> bool:
     return False
 
 
+def log_write_failure(logger: Any, what: str, exc: BaseException) -> None:
+    """A background write (usage, alerts) that failed and keeps its batch for the next try:
+    a database outage in one line, anything else with its traceback."""
+    if database_unavailable(exc):
+        logger.warning(f"{what} postponed: database unavailable", error_type=type(exc).__name__)
+    else:
+        logger.exception(f"{what} failed")
+
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 

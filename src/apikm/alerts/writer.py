@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from apikm.alerts.feed import AlertFeed, Batch, LimitTrip, NetworkUse, SecretReuse
 from apikm.alerts.tables import alert_marks, key_networks
 from apikm.cluster.events import Kind
-from apikm.db import database_unavailable, upsert, write_transaction
+from apikm.db import log_write_failure, upsert, write_transaction
 from apikm.keys.service import Actor, record_audit, revoke_in
 from apikm.keys.tables import api_keys
 
@@ -75,11 +75,7 @@ class AlertWriter:
             try:
                 await self.flush()
             except Exception as exc:  # the batch is kept; the next flush retries it
-                if database_unavailable(exc):  # an outage, said once per try: no traceback
-                    log.warning("alert flush postponed: database unavailable",
-                                error_type=type(exc).__name__)
-                else:
-                    log.exception("alert flush failed")
+                log_write_failure(log, "alert flush", exc)
 
     async def flush(self) -> int:
         """Write what was noticed; returns the number of alerts written."""

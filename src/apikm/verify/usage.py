@@ -24,7 +24,7 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from apikm.db import database_unavailable, upsert
+from apikm.db import log_write_failure, upsert
 from apikm.keys.tables import api_keys, key_usage_daily
 from apikm.networks import parse_address
 
@@ -87,11 +87,7 @@ class UsageRecorder:
             try:
                 await self.flush()
             except Exception as exc:  # keep counting; the next flush retries what was kept
-                if database_unavailable(exc):  # an outage, said once per try: no traceback
-                    log.warning("usage flush postponed: database unavailable",
-                                error_type=type(exc).__name__)
-                else:
-                    log.exception("usage flush failed")
+                log_write_failure(log, "usage flush", exc)
 
     async def flush(self) -> int:
         """Write what was counted; returns the number of keys written."""
