@@ -31,7 +31,7 @@ from apikm.alerts.feed import AlertFeed, Batch, LimitTrip, NetworkUse, SecretReu
 from apikm.alerts.tables import alert_marks, key_networks
 from apikm.cluster.events import Kind
 from apikm.db import log_write_failure, upsert, write_transaction
-from apikm.keys.service import Actor, record_audit, revoke_in
+from apikm.keys.service import Actor, AuditRow, record_audit, record_audits, revoke_in
 from apikm.keys.tables import api_keys
 
 log = structlog.get_logger(__name__)
@@ -39,7 +39,6 @@ log = structlog.get_logger(__name__)
 ALERTS_ACTOR = Actor("apikm", "apikm")
 FIRST_DAY = dt.timedelta(days=1)  # networks of a key's first day are its baseline
 REUSE_REASON = "secret_reuse"
-CHUNK = 500  # rows per INSERT (SQLite's bound-parameter limit)
 PRUNE_EVERY = 600.0  # seconds between deletions of marks whose window is over
 
 
@@ -118,24 +117,24 @@ class AlertWriter:
             sa.select(api_keys.c.id, api_keys.c.owner_id, api_keys.c.created_at)
             .where(api_keys.c.id.in_({use.key_id for use in uses})))).all()}
         uses = [use for use in uses if use.key_id in keys]  # a key deleted meanwhile
-        inserted: set[tuple[str, str]] = set()
-        for start in range(0, len(uses), CHUNK):
-            rows = [{"key_id": use.key_id, "network": use.network,
-                     "first_seen_at": _datetime(use.at)} for use in uses[start:start + CHUNK]]
-            insert = upsert(conn.dialect.name, key_networks).values(rows)
-            result = await conn.execute(insert.on_conflict_do_nothing().returning(
-                key_networks.c.key_id, key_networks.c.network))
-            inserted.update((row.key_id, row.network) for row in result)
-        written = 0
-        for use in uses:
-            key = keys[use.key_id]
-            if (use.key_id, use.network) in inserted and \
-                    _datetime(use.at) - key.created_at > FIRST_DAY:
-                await record_audit(conn, "new_network", ALERTS_ACTOR, use.key_id, key.owner_id,
-                                   {"network": use.network, "address": use.address,
-                                    "at": _iso(use.at)})
-                written += 1
-        return written
+        if not uses:
+            return 0
+        # One statement for every row (executemany, RETURNING through SQLAlchemy's
+        # insertmanyvalues): a first use of thousands of keys must not compile thousands.
+        result = await conn.execute(
+            upsert(conn.dialect.name, key_networks).on_conflict_do_nothing()
+            .returning(key_networks.c.key_id, key_networks.c.network),
+            [{"key_id": use.key_id, "network": use.network,
+              "first_seen_at": _datetime(use.at)} for use in uses])
+        inserted = {(row.key_id, row.network) for row in result}
+        alerts = [
+            AuditRow("new_network", ALERTS_ACTOR, use.key_id, keys[use.key_id].owner_id,
+                     {"network": use.network, "address": use.address, "at": _iso(use.at)})
+            for use in uses
+            if (use.key_id, use.network) in inserted
+            and _datetime(use.at) - keys[use.key_id].created_at > FIRST_DAY]
+        await record_audits(conn, alerts)
+        return len(alerts)
 
     async def _reuse(self, conn: AsyncConnection, reuse: SecretReuse) -> bool:
         """The alert, and the key revoked first when the policy says so; True if revoked."""
@@ -159,15 +158,13 @@ class AlertWriter:
 async def _insert_marks(conn: AsyncConnection,
                         events: Sequence[SecretReuse | LimitTrip]) -> set[str]:
     """The marks this insert wrote: alerts no replica has written yet."""
-    inserted: set[str] = set()
-    for start in range(0, len(events), CHUNK):
-        rows = [{"mark": event.mark, "until": _datetime(event.until)}
-                for event in events[start:start + CHUNK]]
-        insert = upsert(conn.dialect.name, alert_marks).values(rows)
-        result = await conn.execute(insert.on_conflict_do_nothing().returning(
-            alert_marks.c.mark))
-        inserted.update(row.mark for row in result)
-    return inserted
+    if not events:
+        return set()
+    result = await conn.execute(
+        upsert(conn.dialect.name, alert_marks).on_conflict_do_nothing()
+        .returning(alert_marks.c.mark),
+        [{"mark": event.mark, "until": _datetime(event.until)} for event in events])
+    return {row.mark for row in result}
 
 
 def _datetime(epoch: float) -> dt.datetime:

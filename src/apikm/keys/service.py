@@ -517,6 +517,25 @@ async def record_audit(conn: AsyncConnection, action: str, actor: Actor, key_id:
     await _audit(conn, action, actor, key_id, owner_id, details)
 
 
+@dataclass(frozen=True)
+class AuditRow:
+    action: str
+    actor: Actor
+    key_id: str | None
+    owner_id: str | None
+    details: dict[str, Any]
+
+
+async def record_audits(conn: AsyncConnection, events: Sequence[AuditRow]) -> None:
+    """Many audit rows in one statement run (executemany): a flush of alerts."""
+    if events:
+        at = utcnow()
+        await conn.execute(sa.insert(audit_events), [
+            {"at": at, "action": e.action, "actor_id": e.actor.user_id,
+             "actor_name": e.actor.name, "actor_ip": e.actor.ip, "key_id": e.key_id,
+             "owner_id": e.owner_id, "details": e.details} for e in events])
+
+
 async def list_audit(engine: AsyncEngine, *, key_id: str | None = None,
                      owner_id: str | None = None, actor_id: str | None = None,
                      limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:

@@ -146,8 +146,9 @@ class UsageRecorder:
         """All of it in one transaction: written whole, or (rolled back) not at all."""
         async with self._engine.begin() as connection:
             await self._apply_rehash(connection, rehash)
-            for key_id, usage in pending.items():
-                await connection.execute(_usage_update(key_id, usage))
+            if pending:  # one statement run for every key (executemany): no compile per key
+                await connection.execute(_USAGE_UPDATE, [_usage_values(key_id, usage)
+                                                         for key_id, usage in pending.items()])
             if daily:
                 await self._upsert_daily(connection, daily)
 
@@ -175,12 +176,15 @@ class UsageRecorder:
                             daily: dict[tuple[str, int], int]) -> None:
         rows = [{"key_id": k, "day": _EPOCH + dt.timedelta(days=d), "count": n}
                 for (k, d), n in daily.items()]
-        insert = upsert(connection.dialect.name, key_usage_daily).values(rows)
+        insert = upsert(connection.dialect.name, key_usage_daily)
+        # executemany: one statement whatever the number of keys (a multi-row VALUES would
+        # outgrow SQLite's 32,766 bound parameters past some 10,000 keys a flush).
         await connection.execute(
             insert.on_conflict_do_update(
                 index_elements=["key_id", "day"],
                 set_={"count": key_usage_daily.c.count + insert.excluded.count},
-            )
+            ),
+            rows,
         )
 
     def _merge_back(self, pending: dict[str, _Usage],
@@ -224,13 +228,20 @@ def _storable_ip(text: str | None) -> str | None:
     return canonical if len(canonical) <= _IP_COLUMN_LENGTH else None
 
 
-def _usage_update(key_id: str, usage: _Usage) -> sa.Update:
-    """Add this replica's count; last use moves only forward (replicas flush in any order)."""
-    at = dt.datetime.fromtimestamp(usage.last_used_at, dt.UTC)
-    newer = sa.or_(api_keys.c.last_used_at.is_(None), api_keys.c.last_used_at < at)
-    return (sa.update(api_keys).where(api_keys.c.id == key_id).values(
-        use_count=api_keys.c.use_count + usage.count,
-        last_used_at=sa.case((newer, at), else_=api_keys.c.last_used_at),
-        last_used_ip=sa.case((newer, _storable_ip(usage.last_used_ip)),
+def _usage_values(key_id: str, usage: _Usage) -> dict[str, object]:
+    return {"b_id": key_id, "b_count": usage.count,
+            "b_at": dt.datetime.fromtimestamp(usage.last_used_at, dt.UTC),
+            "b_ip": _storable_ip(usage.last_used_ip)}
+
+
+# Add this replica's count; last use moves only forward (replicas flush in any order).
+_AT = sa.bindparam("b_at", type_=api_keys.c.last_used_at.type)
+_NEWER = sa.or_(api_keys.c.last_used_at.is_(None), api_keys.c.last_used_at < _AT)
+_USAGE_UPDATE = (
+    sa.update(api_keys).where(api_keys.c.id == sa.bindparam("b_id")).values(
+        use_count=api_keys.c.use_count + sa.bindparam("b_count", type_=sa.BigInteger()),
+        last_used_at=sa.case((_NEWER, _AT), else_=api_keys.c.last_used_at),
+        last_used_ip=sa.case((_NEWER, sa.bindparam("b_ip", type_=sa.String())),
                              else_=api_keys.c.last_used_ip),
-    ))
+    )
+)

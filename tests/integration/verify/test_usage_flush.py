@@ -143,3 +143,37 @@ def test_a_database_that_cannot_be_reached_keeps_every_count() -> None:
         assert count == 2
 
     asyncio.run(scenario())
+
+
+def test_a_flush_of_many_keys_writes_each_count_once(database_url: str) -> None:
+    """12,000 keys in one flush: more than a multi-row VALUES of the daily counts could bind
+    on SQLite (32,766 parameters). Every count lands once, and a replica flushing an older
+    last use after a newer one moves nothing back."""
+    async def scenario() -> None:
+        engine = create_engine(database_url)
+        ids = [str(uuid.uuid4()) for _ in range(12_000)]
+        async with engine.begin() as conn:
+            await conn.execute(sa.insert(api_keys), [_key_row(k) for k in ids])
+        newer, older = UsageRecorder(engine, interval=3600), UsageRecorder(engine, interval=3600)
+        now = time.time()
+        for n, key_id in enumerate(ids):
+            newer.record(key_id, now, "198.51.100.7")
+            for _ in range(n % 3):
+                older.record(key_id, now - 60, "203.0.113.9")
+        assert await newer.flush() == len(ids)
+        assert await older.flush() == len([n for n in range(len(ids)) if n % 3])
+        async with engine.connect() as conn:
+            rows = {r.id: r for r in await conn.execute(
+                sa.select(api_keys.c.id, api_keys.c.use_count, api_keys.c.last_used_ip,
+                          api_keys.c.last_used_at))}
+            daily = dict((await conn.execute(sa.select(
+                key_usage_daily.c.key_id, sa.func.sum(key_usage_daily.c.count))
+                .group_by(key_usage_daily.c.key_id))).all())
+        await engine.dispose()
+        for n, key_id in enumerate(ids):
+            assert rows[key_id].use_count == 1 + n % 3
+            assert daily[key_id] == 1 + n % 3
+            assert rows[key_id].last_used_ip == "198.51.100.7"
+            assert abs(rows[key_id].last_used_at.timestamp() - now) < 1
+
+    asyncio.run(scenario())
