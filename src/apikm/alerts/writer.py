@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from apikm.alerts.feed import AlertFeed, Batch, LimitTrip, NetworkUse, SecretReuse
 from apikm.alerts.tables import alert_marks, key_networks
 from apikm.cluster.events import Kind
-from apikm.db import log_write_failure, upsert, write_transaction
+from apikm.db import log_write_failure, slices, upsert, write_transaction
 from apikm.keys.service import Actor, AuditRow, record_audit, record_audits, revoke_in
 from apikm.keys.tables import api_keys
 
@@ -121,12 +121,13 @@ class AlertWriter:
             return 0
         # One statement for every row (executemany, RETURNING through SQLAlchemy's
         # insertmanyvalues): a first use of thousands of keys must not compile thousands.
-        result = await conn.execute(
-            upsert(conn.dialect.name, key_networks).on_conflict_do_nothing()
-            .returning(key_networks.c.key_id, key_networks.c.network),
-            [{"key_id": use.key_id, "network": use.network,
-              "first_seen_at": _datetime(use.at)} for use in uses])
-        inserted = {(row.key_id, row.network) for row in result}
+        statement = (upsert(conn.dialect.name, key_networks).on_conflict_do_nothing()
+                     .returning(key_networks.c.key_id, key_networks.c.network))
+        inserted: set[tuple[str, str]] = set()
+        for part in slices([{"key_id": use.key_id, "network": use.network,
+                             "first_seen_at": _datetime(use.at)} for use in uses]):
+            result = await conn.execute(statement, part)
+            inserted.update((row.key_id, row.network) for row in result)
         alerts = [
             AuditRow("new_network", ALERTS_ACTOR, use.key_id, keys[use.key_id].owner_id,
                      {"network": use.network, "address": use.address, "at": _iso(use.at)})

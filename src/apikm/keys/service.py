@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from apikm.cluster.events import Kind, emit
-from apikm.db import utcnow, write_transaction
+from apikm.db import slices, utcnow, write_transaction
 from apikm.identity.principal import Principal
 from apikm.keys import policy
 from apikm.keys.format import generate_key, key_hint, secret_tail
@@ -528,12 +528,11 @@ class AuditRow:
 
 async def record_audits(conn: AsyncConnection, events: Sequence[AuditRow]) -> None:
     """Many audit rows in one statement run (executemany): a flush of alerts."""
-    if events:
-        at = utcnow()
-        await conn.execute(sa.insert(audit_events), [
-            {"at": at, "action": e.action, "actor_id": e.actor.user_id,
-             "actor_name": e.actor.name, "actor_ip": e.actor.ip, "key_id": e.key_id,
-             "owner_id": e.owner_id, "details": e.details} for e in events])
+    at = utcnow()
+    for part in slices([{"at": at, "action": e.action, "actor_id": e.actor.user_id,
+                         "actor_name": e.actor.name, "actor_ip": e.actor.ip, "key_id": e.key_id,
+                         "owner_id": e.owner_id, "details": e.details} for e in events]):
+        await conn.execute(sa.insert(audit_events), part)
 
 
 async def list_audit(engine: AsyncEngine, *, key_id: str | None = None,

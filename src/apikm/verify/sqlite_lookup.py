@@ -40,13 +40,18 @@ class SqliteLookup:
         self._row_types: dict[tuple[str, ...], type[tuple[Any, ...]]] = {}
 
     def first(self, hashes: list[str]) -> Any:
-        compiled = self._compiled.get(len(hashes)) or self._compile(len(hashes))
+        """On a pooled connection (from any thread)."""
         with self._engine.connect() as connection:
-            cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-            try:
-                raw = cursor.execute(compiled.sql, hashes * compiled.positions).fetchone()
-            finally:
-                cursor.close()
+            return self.first_on(connection.connection.dbapi_connection, hashes)
+
+    def first_on(self, dbapi_connection: Any, hashes: list[str]) -> Any:
+        """On the given ``sqlite3`` connection."""
+        compiled = self._compiled.get(len(hashes)) or self._compile(len(hashes))
+        cursor = dbapi_connection.cursor()
+        try:
+            raw = cursor.execute(compiled.sql, hashes * compiled.positions).fetchone()
+        finally:
+            cursor.close()
         if raw is None:
             return None
         values = [value if decode is None or value is None else decode(value)

@@ -10,6 +10,13 @@ the same lookup (one thread hop, shared by concurrent misses, never cached): suc
 is recognised (``RetiredSecret``) instead of answering NOT_FOUND. The cached path never
 reads them.
 
+On SQLite a miss reads the key on the spot, on the event loop (``find_now``): an indexed read
+of the memory-mapped file costs about 20 µs, less than the trip to a worker thread, which
+under load must wait for the GIL and then wake the loop again (first uses of a million keys
+ran at half the rate through threads). The loop's connection never waits for a lock (busy
+timeout 0): a read that cannot be done at once, finds no live key (a retired secret is read
+the threaded way) or fails takes the threaded way, as PostgreSQL reads take asyncpg's.
+
 A busy key never waits for the database: once its entry has lived ``REFRESH_AT`` of its
 lifetime, the next use re-reads it in the background while the entry still answers. And
 concurrent misses for one key share one query. Without both, every few seconds each busy
@@ -24,6 +31,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from enum import Enum
 from typing import Any
 
 import sqlalchemy as sa
@@ -38,6 +46,16 @@ from apikm.verify.record import KeyRecord, RetiredSecret, record_from_row
 from apikm.verify.sqlite_lookup import SqliteLookup
 
 Found = tuple[str, KeyRecord | RetiredSecret] | None  # (matching hash, what it names)
+KEPT_SECONDS = 0.5  # how long a read on the spot that found no live key is kept for
+
+
+class NotNow(Enum):
+    """``find_now`` cannot answer: ask ``find``."""
+
+    NOT_NOW = "not now"
+
+
+NOT_NOW = NotNow.NOT_NOW
 DEGRADED_TTL = 1.0
 REFRESH_AT = 0.8  # share of an entry's lifetime after which a use refreshes it
 
@@ -60,6 +78,16 @@ class KeyStore:
         self._reader = reader
         self._threads = ThreadPoolExecutor(READER_THREADS, "key-lookup") if reader else None
         self._sqlite = SqliteLookup(reader, lookup_query) if reader else None
+        self._retired = SqliteLookup(reader, _retired_query) if reader else None
+        # The pooled connection reads on the spot use, opened here: opening runs pragmas
+        # that may wait for a lock, which the event loop must never do.
+        self._on_loop = reader.raw_connection() if reader else None
+        self._loop_db: Any = self._on_loop.dbapi_connection if self._on_loop else None
+        if self._loop_db is not None:
+            self._loop_db.execute("PRAGMA busy_timeout = 0")
+        # The last read on the spot that found no live key: (candidates, generation, when,
+        # what it found).
+        self._kept: tuple[tuple[str, ...], int, float, Found] | None = None
         self._ttl = ttl_seconds
         self._max_age = ttl_seconds
         self._max = max_entries
@@ -84,6 +112,34 @@ class KeyStore:
                     self._refresh(digest)
                 return hit[1]
         return None
+
+    def find_now(self, hashes: Iterable[str]) -> Found | NotNow:
+        """What ``find`` would answer, read on the spot (SQLite); ``NOT_NOW`` when only
+        ``find`` can answer: another database, the file locked, an error."""
+        if self._sqlite is None or self._retired is None or self._loop_db is None:
+            return NOT_NOW
+        candidates = tuple(hashes)
+        kept, self._kept = self._kept, None
+        if kept is not None and kept[0] == candidates and kept[1] == self._generation \
+                and time.monotonic() - kept[2] < KEPT_SECONDS:
+            return kept[3]
+        try:
+            connection = self._loop_db
+            row = self._sqlite.first_on(connection, list(candidates))
+            retired = None if row is not None else self._retired.first_on(
+                connection, list(candidates))
+        except Exception:  # the threaded way reads again, and reports what fails there
+            return NOT_NOW
+        STATS.lookups["database"] += 1
+        found = _found(list(candidates), row, retired)
+        if found is not None and isinstance(found[1], KeyRecord):
+            if self._ttl > 0:  # nothing can change the key between the read and here
+                self._remember(found[0], found[1])
+        else:
+            # Not cached, but kept for one request: the gateway protocol's own way hands a
+            # refusal over to the ASGI way (which counts it), which asks again at once.
+            self._kept = (candidates, self._generation, time.monotonic(), found)
+        return found
 
     async def find(self, hashes: Iterable[str]) -> Found:
         """(matching hash, record) for the first hash that names a key; (hash, retired
@@ -140,27 +196,17 @@ class KeyStore:
                 row = (await connection.execute(lookup_query(hashes))).first()
                 retired = None if row is not None else (
                     await connection.execute(_retired_query(hashes))).first()
-        if row is not None:
-            record = record_from_row(row)
-            matched = next(h for h in hashes
-                           if h in (record.secret_hash, record.previous_secret_hash))
-            return matched, record
-        if retired is not None:
-            return retired.secret_hash, RetiredSecret(
-                retired.key_id, retired.owner_id, retired.generation, retired.status,
-                retired.revoked_reason)
-        return None
+        return _found(hashes, row, retired)
 
     def _read_sync(self, hashes: list[str]) -> tuple[Any, Any]:
-        assert self._reader is not None
-        assert self._sqlite is not None
+        assert self._sqlite is not None and self._retired is not None
         row = self._sqlite.first(hashes)
-        if row is not None:
-            return row, None
-        with self._reader.connect() as connection:  # not a live key: rare, not hot
-            return None, connection.execute(_retired_query(hashes)).first()
+        return row, None if row is not None else self._retired.first(hashes)
 
     def close(self) -> None:
+        if self._on_loop is not None:
+            self._on_loop.close()  # back to the pool, which dispose() closes
+            self._on_loop = self._loop_db = None
         if self._threads is not None:
             self._threads.shutdown(wait=True, cancel_futures=True)
         if self._reader is not None:
@@ -227,6 +273,20 @@ class KeyStore:
         return len(self._cache)
 
 
+def _found(hashes: list[str], row: Any, retired: Any) -> Found:
+    """A lookup's rows as what they name."""
+    if row is not None:
+        record = record_from_row(row)
+        matched = next(h for h in hashes
+                       if h in (record.secret_hash, record.previous_secret_hash))
+        return matched, record
+    if retired is not None:
+        return retired.secret_hash, RetiredSecret(
+            retired.key_id, retired.owner_id, retired.generation, retired.status,
+            retired.revoked_reason)
+    return None
+
+
 def _quiet(task: asyncio.Future[Found]) -> None:
     """A background refresh that failed (database away) leaves the entry to expire."""
     if not task.cancelled():
@@ -254,5 +314,4 @@ def _retired_query(hashes: list[str]) -> sa.Select[Any]:
                   api_keys.c.revoked_reason)
         .select_from(retired_secrets.join(api_keys, api_keys.c.id == retired_secrets.c.key_id))
         .where(retired_secrets.c.secret_hash.in_(hashes))
-        .limit(1)
     )

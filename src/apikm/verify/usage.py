@@ -24,7 +24,7 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from apikm.db import log_write_failure, upsert
+from apikm.db import log_write_failure, slices, upsert
 from apikm.keys.tables import api_keys, key_usage_daily
 from apikm.networks import parse_address
 
@@ -146,9 +146,11 @@ class UsageRecorder:
         """All of it in one transaction: written whole, or (rolled back) not at all."""
         async with self._engine.begin() as connection:
             await self._apply_rehash(connection, rehash)
-            if pending:  # one statement run for every key (executemany): no compile per key
-                await connection.execute(_USAGE_UPDATE, [_usage_values(key_id, usage)
-                                                         for key_id, usage in pending.items()])
+            # One statement for every key (executemany: compiled once), in slices so the
+            # event loop, which prepares each slice's parameters, is never held for long.
+            values = [_usage_values(key_id, usage) for key_id, usage in pending.items()]
+            for part in slices(values):
+                await connection.execute(_USAGE_UPDATE, part)
             if daily:
                 await self._upsert_daily(connection, daily)
 
@@ -177,15 +179,13 @@ class UsageRecorder:
         rows = [{"key_id": k, "day": _EPOCH + dt.timedelta(days=d), "count": n}
                 for (k, d), n in daily.items()]
         insert = upsert(connection.dialect.name, key_usage_daily)
-        # executemany: one statement whatever the number of keys (a multi-row VALUES would
-        # outgrow SQLite's 32,766 bound parameters past some 10,000 keys a flush).
-        await connection.execute(
-            insert.on_conflict_do_update(
-                index_elements=["key_id", "day"],
-                set_={"count": key_usage_daily.c.count + insert.excluded.count},
-            ),
-            rows,
-        )
+        # executemany, not a multi-row VALUES: that outgrew PostgreSQL's 32,767 bound
+        # parameters past some 10,000 keys a flush.
+        statement = insert.on_conflict_do_update(
+            index_elements=["key_id", "day"],
+            set_={"count": key_usage_daily.c.count + insert.excluded.count})
+        for part in slices(rows):
+            await connection.execute(statement, part)
 
     def _merge_back(self, pending: dict[str, _Usage],
                     daily: dict[tuple[str, int], int]) -> None:

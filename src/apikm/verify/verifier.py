@@ -2,8 +2,9 @@
 
 Kept free of HTTP so the gateway path (``/v1/auth``, ``/v1/verify``), introspection and
 token exchange all call the same ``Verifier.verify``. A cache hit costs one HMAC, a few dict
-probes and float comparisons; nothing here awaits I/O unless the key is not cached, the
-key has its own rate limit, or the attempt failed (failures are counted).
+probes and float comparisons; nothing here awaits I/O unless the key is not cached (and,
+on SQLite, not found on the spot: ``KeyStore.find_now``), the key has its own rate limit,
+or the attempt failed (failures are counted).
 
 Alerts (``apikm.alerts``) are fed in memory: a VALID use adds a dict and a set probe (is
 this address known for the key?); a retired secret, a tripped limit are noticed on the
@@ -28,7 +29,7 @@ from apikm.verify.limiter import Limiter, address_group
 from apikm.verify.metrics import STATS
 from apikm.verify.record import KeyRecord, RetiredSecret
 from apikm.verify.rules import Decision, decide
-from apikm.verify.store import KeyStore
+from apikm.verify.store import NOT_NOW, KeyStore
 from apikm.verify.usage import UsageRecorder
 
 
@@ -85,6 +86,7 @@ class _Need(Enum):
     LOOKUP = "lookup"  # not cached: read the database
     STALE_RECORD = "stale"  # cached but STALE: read the database again
     FAILURE = "failure"  # refused: count the failure (limiter storage)
+    RETIRED = "retired"  # a secret a rotation retired: count, maybe alert
     KEY_RATE = "key_rate"  # good, with its own rate limit (limiter storage)
 
 
@@ -98,6 +100,7 @@ class _Pending:
     answer: Verification | None = None  # FAILURE: the refusal to give once counted
     presented_hash: str = ""
     now: float = 0.0
+    retired: RetiredSecret | None = None
 
 
 class Verifier:
@@ -174,21 +177,31 @@ class Verifier:
                 if key.startswith(self._key_start):
                     return _Pending(_Need.FAILURE, answer=_MALFORMED)
                 return _MALFORMED
-        current_hash = self.peppers.digest(key)
+        current_hash = presented_hash = self.peppers.digest(key)
         record = self.store.cached(current_hash)
+        cached = record is not None
         if record is None:
-            return _Pending(_Need.LOOKUP, current_hash, legacy)
+            found = self.store.find_now(self._candidates(key, legacy))
+            if found is NOT_NOW:
+                return _Pending(_Need.LOOKUP, current_hash, legacy)
+            if found is None:
+                return _Pending(_Need.FAILURE, answer=_NOT_FOUND)
+            presented_hash, named = found
+            if isinstance(named, RetiredSecret):
+                return _Pending(_Need.RETIRED, retired=named)
+            record = named
         now = time.time()
-        decision = decide(record, current_hash, now, client_ip, required_roles,
+        decision = decide(record, presented_hash, now, client_ip, required_roles,
                           self._max_staleness)
-        if decision.code is Code.STALE:
+        if cached and decision.code is Code.STALE:
             # A cached record's confirmation time may lag the database: read it again.
             return _Pending(_Need.STALE_RECORD, current_hash, legacy, record, cached=True)
-        step = self._conclude(record, current_hash, current_hash, decision, now, client_ip)
-        if isinstance(step, _Pending):
-            step.cached = True
-        else:
-            STATS.lookups["cache"] += 1
+        step = self._conclude(record, presented_hash, current_hash, decision, now, client_ip)
+        if cached:
+            if isinstance(step, _Pending):
+                step.cached = True
+            else:
+                STATS.lookups["cache"] += 1
         return step
 
     async def _finish(self, step: _Pending, key: str, client_ip: str | None, group: str,
@@ -216,6 +229,9 @@ class Verifier:
             if isinstance(next_step, Verification):
                 return next_step
             step = next_step
+        if step.need is _Need.RETIRED:
+            assert step.retired is not None
+            return await self._retired(step.retired, client_ip, group, time.time())
         if step.need is _Need.FAILURE:
             assert step.answer is not None
             await self._count_failure(step.answer, client_ip, group)

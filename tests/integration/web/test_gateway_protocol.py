@@ -26,6 +26,7 @@ from starlette.types import Receive, Scope, Send
 
 from apikm.config import Settings
 from apikm.devstack.keycloak import StackInfo
+from apikm.keys.format import generate_key
 from apikm.migrations import upgrade
 from apikm.web.app import create_app
 from apikm.web.gateway_protocol import GatewayProtocol
@@ -131,17 +132,31 @@ def without_date(headers: dict[str, str]) -> dict[str, str]:
     return {name: value for name, value in headers.items() if name != "date"}
 
 
-def test_a_cached_key_never_reaches_asgi_and_both_ways_answer_alike(served: Served,
-                                                                      key: str) -> None:
-    first = exchange(served, auth_request(key))[0]  # not cached yet: ASGI
+def test_a_key_never_reaches_asgi_and_both_ways_answer_alike(
+        served: Served, token: Callable[[str], str]) -> None:
+    """On SQLite even a key's first use (read on the spot) is answered in the protocol; the
+    ASGI way (a %-encoded path takes it) gives the same answer."""
+    with httpx.Client(base_url=served.url, timeout=30,
+                      headers={"Authorization": f"Bearer {token('alice')}"}) as alice:
+        fresh, _ = create_key(alice, ["analyst"])
     before = len(served.asgi.paths)
-    assert served.asgi.paths[-1] == "/v1/auth"
-    again = exchange(served, auth_request(key) * 5, answers=5)
-    assert len(served.asgi.paths) == before  # answered in the protocol
-    for answer in again:
-        assert answer[0] == first[0] == 200
-        assert without_date(answer[1]) == without_date(first[1])
+    answers = exchange(served, auth_request(fresh) * 5, answers=5)  # first use, then cached
+    assert len(served.asgi.paths) == before  # all answered in the protocol
+    asgi = exchange(served, auth_request(fresh).replace(b"/v1/auth", b"/v1/%61uth"))[0]
+    assert served.asgi.paths[before:] == ["/v1/auth"]
+    for answer in answers:
+        assert answer[0] == asgi[0] == 200
+        assert without_date(answer[1]) == without_date(asgi[1])
         assert answer[1]["x-auth-user"] == "alice" and "date" in answer[1]
+
+
+def test_an_unknown_key_is_refused_through_asgi_alike(served: Served) -> None:
+    """A refusal is counted (the ASGI way), after one read on the spot shared by both."""
+    unknown = generate_key("apikm").full
+    before = len(served.asgi.paths)
+    refused = exchange(served, auth_request(unknown))[0]
+    assert served.asgi.paths[before:] == ["/v1/auth"]
+    assert refused[0] == 401 and refused[1]["x-auth-error"] == "not_found"
 
 
 def test_verify_answers_alike_both_ways(served: Served, key: str) -> None:
