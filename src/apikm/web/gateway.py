@@ -271,10 +271,13 @@ class _VerifyRequest:
     client_ip: str
 
 
+_VERIFY_HEADERS: Headers = [JSON_TYPE, NO_STORE]  # never changed: shared by every answer
+
+
 def _verify_answer(result: Verification) -> Answer:
-    headers = [JSON_TYPE, NO_STORE]
+    headers = _VERIFY_HEADERS
     if result.code is Code.RATE_LIMITED and result.retry_after:
-        headers.append((b"retry-after", str(result.retry_after).encode()))
+        headers = [*headers, (b"retry-after", str(result.retry_after).encode())]
     return 200, headers, verification_body(result), result.code.value
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+import orjson
 
 from apikm.networks import parse_address
 
@@ -17,8 +18,10 @@ class BadVerifyRequest(ValueError):
 def parse_verify_body(raw: bytes) -> tuple[str, list[str], str | None]:
     """(key, required roles, client_ip) or ``BadVerifyRequest`` saying what is wrong."""
     try:
-        body: Any = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting included
+        # orjson: a fifth of json's time; bad UTF-8, NaN, deep nesting and integers past
+        # 64 bits are all refused as JSONDecodeError (a ValueError).
+        body: Any = orjson.loads(raw)
+    except ValueError:
         raise BadVerifyRequest("body must be a JSON object") from None
     if not isinstance(body, dict):
         raise BadVerifyRequest("body must be a JSON object")
