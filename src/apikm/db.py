@@ -172,9 +172,10 @@ def _create_private_sqlite_file(url: str) -> None:
 
 
 def create_sqlite_reader(url: str) -> sa.Engine | None:
-    """A synchronous engine on the same SQLite file, for reads run whole in a worker thread
-    (key lookups): one thread hop per read instead of one per driver call through aiosqlite
-    (eight for a lookup, 1.3 ms against 26 µs for the query itself). None for other
+    """A synchronous engine on the same SQLite file, for key lookups run whole on the event
+    loop (one connection, never waiting for a lock) or in a worker thread: not one thread
+    hop per driver call through aiosqlite (eight for a lookup, 1.3 ms against 26 µs for the
+    query itself). None for other
     databases (asyncpg needs no threads) and for in-memory ones (one connection only)."""
     parsed = sa.engine.make_url(url)
     if (not parsed.drivername.startswith("sqlite") or parsed.database in (None, "", ":memory:")

@@ -6,16 +6,17 @@ other replicas' within a fraction of a second. The TTL is only a backstop; while
 log cannot be read it drops to ``DEGRADED_TTL``.
 
 A lookup that finds no live key looks for the hash among the secrets rotations retired, in
-the same lookup (one thread hop, shared by concurrent misses, never cached): such a secret
-is recognised (``RetiredSecret``) instead of answering NOT_FOUND. The cached path never
-reads them.
+the same lookup (never cached): such a secret is recognised (``RetiredSecret``) instead of
+answering NOT_FOUND. The cached path never reads them.
 
-On SQLite a miss reads the key on the spot, on the event loop (``find_now``): an indexed read
-of the memory-mapped file costs about 20 µs, less than the trip to a worker thread, which
+On SQLite a miss reads the key on the spot, on the event loop (``find_now``): the indexed
+read of the memory-mapped file costs 35-41 µs, less than the trip to a worker thread, which
 under load must wait for the GIL and then wake the loop again (first uses of a million keys
 ran at half the rate through threads). The loop's connection never waits for a lock (busy
-timeout 0): a read that cannot be done at once, finds no live key (a retired secret is read
-the threaded way) or fails takes the threaded way, as PostgreSQL reads take asyncpg's.
+timeout 0): a read that cannot be done at once or fails takes the threaded way (``find``),
+as PostgreSQL reads take asyncpg's. A read that found no live key is kept for one more
+request: the gateway protocol hands a refusal to the ASGI way (which counts it), which asks
+again at once.
 
 A busy key never waits for the database: once its entry has lived ``REFRESH_AT`` of its
 lifetime, the next use re-reads it in the background while the entry still answers. And
