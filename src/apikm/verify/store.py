@@ -92,9 +92,14 @@ class KeyStore:
         self._ttl = ttl_seconds
         self._max_age = ttl_seconds
         self._max = max_entries
-        # hash -> (cached at, record); insertion order is age order, for eviction.
-        self._cache: OrderedDict[str, tuple[float, KeyRecord]] = OrderedDict()
-        self._hashes_of_key: dict[str, set[str]] = {}
+        # hash -> record, insertion order being age order (for eviction); hash -> when it
+        # was cached apart, and a key's hashes as a tuple: floats, strings and tuples of
+        # strings are no work for the collector, whose full passes walk every object it
+        # tracks (with an entry tuple and a set per key, a cache of 100,000 keys held a
+        # million such objects and a pass stalled the loop for 0.3 s).
+        self._cache: OrderedDict[str, KeyRecord] = OrderedDict()
+        self._cached_at: dict[str, float] = {}
+        self._hashes_of_key: dict[str, tuple[str, ...]] = {}
         self._keys_of_owner: dict[str, set[str]] = {}
         # Bumped by every invalidation: a lookup that started before a change must not
         # cache what it read, or a just-revoked key could answer VALID for another TTL.
@@ -107,11 +112,11 @@ class KeyStore:
         """The hot path's probe: no await, no allocation on a hit."""
         hit = self._cache.get(digest)
         if hit is not None:
-            age = time.monotonic() - hit[0]
+            age = time.monotonic() - self._cached_at[digest]
             if age < self._max_age:
                 if age > self._max_age * REFRESH_AT:
                     self._refresh(digest)
-                return hit[1]
+                return hit
         return None
 
     def find_now(self, hashes: Iterable[str]) -> Found | NotNow:
@@ -183,9 +188,7 @@ class KeyStore:
                 self._remember(digest, record)
         elif generation == self._generation:  # none, or only a retired secret
             for candidate in candidates:  # a refresh found the key gone (no event seen)
-                entry = self._cache.pop(candidate, None)
-                if entry is not None:
-                    self._forget_hash(candidate, entry[1])
+                self._drop_hash(candidate)
         return found
 
     async def _query(self, hashes: list[str]) -> Found:
@@ -214,25 +217,32 @@ class KeyStore:
             self._reader.dispose()
 
     def _remember(self, digest: str, record: KeyRecord) -> None:
-        self._cache[digest] = (time.monotonic(), record)
+        self._cache[digest] = record
         self._cache.move_to_end(digest)
-        self._hashes_of_key.setdefault(record.id, set()).add(digest)
+        self._cached_at[digest] = time.monotonic()
+        hashes = self._hashes_of_key.get(record.id, ())
+        if digest not in hashes:
+            self._hashes_of_key[record.id] = (*hashes, digest)
         self._keys_of_owner.setdefault(record.owner_id, set()).add(record.id)
         while len(self._cache) > self._max:
-            old_digest, (_at, old) = self._cache.popitem(last=False)
-            self._forget_hash(old_digest, old)
+            self._drop_hash(next(iter(self._cache)))
 
-    def _forget_hash(self, digest: str, record: KeyRecord) -> None:
-        hashes = self._hashes_of_key.get(record.id)
-        if hashes is not None:
-            hashes.discard(digest)
-            if not hashes:
-                del self._hashes_of_key[record.id]
-                keys = self._keys_of_owner.get(record.owner_id)
-                if keys is not None:
-                    keys.discard(record.id)
-                    if not keys:
-                        del self._keys_of_owner[record.owner_id]
+    def _drop_hash(self, digest: str) -> None:
+        """Forget one cached hash, and its key and owner once no hash of theirs is left."""
+        record = self._cache.pop(digest, None)
+        if record is None:
+            return
+        del self._cached_at[digest]
+        hashes = tuple(h for h in self._hashes_of_key.get(record.id, ()) if h != digest)
+        if hashes:
+            self._hashes_of_key[record.id] = hashes
+            return
+        self._hashes_of_key.pop(record.id, None)
+        keys = self._keys_of_owner.get(record.owner_id)
+        if keys is not None:
+            keys.discard(record.id)
+            if not keys:
+                del self._keys_of_owner[record.owner_id]
 
     # --- invalidation --------------------------------------------------------------------
     def on_event(self, event: Event) -> None:
@@ -258,14 +268,13 @@ class KeyStore:
         """Drop the key's entries so its next use reads it again; nothing changed, so
         lookups under way stay shareable (a STALE re-read under a Keycloak outage must not
         turn every request into its own query)."""
-        for digest in list(self._hashes_of_key.get(key_id, ())):
-            entry = self._cache.pop(digest, None)
-            if entry is not None:
-                self._forget_hash(digest, entry[1])
+        for digest in self._hashes_of_key.get(key_id, ()):
+            self._drop_hash(digest)
 
     def clear(self) -> None:
         """Forget everything."""
         self._cache.clear()
+        self._cached_at.clear()
         self._hashes_of_key.clear()
         self._keys_of_owner.clear()
         self._generation += 1

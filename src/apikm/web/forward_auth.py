@@ -42,7 +42,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from urllib.parse import parse_qsl, quote
 
 from apikm.config import Settings
@@ -69,7 +69,7 @@ _DESCRIPTION_SAFE = _HEADER_SAFE.replace('"', "").replace("\\", "")
 # more of them, and those are built on the fly once the table is full.
 MAX_DENIALS = 4096
 
-Headers = list[tuple[bytes, bytes]]
+Headers = Sequence[tuple[bytes, bytes]]  # read only: answers share them
 NO_STORE = (b"cache-control", b"no-store")
 JSON_TYPE = (b"content-type", b"application/json")
 
@@ -144,7 +144,7 @@ class ForwardAuthRules:
         """The 200 answer's headers, built once per cached record."""
         cached: Headers | None = record.memo.get("auth_headers")
         if cached is None:
-            cached = record.memo["auth_headers"] = [
+            built = [
                 (b"x-auth-user", header_value(record.username).encode()),
                 (b"x-auth-user-id", header_value(record.owner_id).encode()),
                 (b"x-auth-email", header_value(record.email or "").encode()),
@@ -152,10 +152,11 @@ class ForwardAuthRules:
                  header_value(",".join(sorted(record.effective_roles))).encode()),
                 (b"x-auth-groups", header_value(",".join(record.owner_groups)).encode()),
                 (b"x-auth-key-id", record.id.encode()),
-                NO_STORE,
             ]
             if self._attribute_headers:  # X-Auth-Attr-<name>: values comma-separated
-                cached[-1:-1] = attribute_headers(record.owner_attributes)
+                built += attribute_headers(record.owner_attributes)
+            # A tuple of bytes pairs: the collector stops tracking it (see KeyStore).
+            cached = record.memo["auth_headers"] = (*built, NO_STORE)
         return cached
 
     def refusal(self, result: Verification) -> tuple[int, Headers, bytes]:
@@ -211,10 +212,10 @@ class ForwardAuthRules:
         return 403 if code in FORBIDDEN else 401
 
 
-def attribute_headers(attributes: dict[str, object]) -> Headers:
+def attribute_headers(attributes: dict[str, object]) -> list[tuple[bytes, bytes]]:
     """``X-Auth-Attr-<name>`` per attribute (names are checked header tokens); several
     values are joined with commas, each percent-encoded like the other identity headers."""
-    headers: Headers = []
+    headers: list[tuple[bytes, bytes]] = []
     for name, value in sorted(attributes.items()):
         values = value if isinstance(value, list) else [value]
         joined = ",".join(header_value(str(v)).replace(",", "%2C") for v in values)
