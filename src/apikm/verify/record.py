@@ -14,7 +14,7 @@ from typing import Any
 from apikm.networks import IPNetwork, parse_networks
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: no attribute dict for the collector to walk
 class KeyRecord:
     id: str
     public_id: str
@@ -50,6 +50,10 @@ class KeyRecord:
     # Answers derived from this record (response bytes, headers), built on first use and
     # dropped with the record when the cache forgets it.
     memo: dict[str, Any] = field(init=False, repr=False, compare=False)
+    # The VALID answer naming this record (a ``Verification``), made on first use. Not in
+    # ``memo``: it points back here, and a memo holding only bytes and tuples of bytes is
+    # one object fewer for the collector to walk per cached key.
+    valid_answer: Any = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         previous = self.previous_secret_expires_at
@@ -62,6 +66,7 @@ class KeyRecord:
         object.__setattr__(self, "effective_roles", self.owner_roles if self.all_roles
                            else role_set(self.granted_roles & self.owner_roles))
         object.__setattr__(self, "memo", {})
+        object.__setattr__(self, "valid_answer", None)
 
 
 # One frozenset per distinct set of roles, shared by every record that holds it: a set is

@@ -269,9 +269,10 @@ class Verifier:
             # Hashed with a retired pepper, or imported as an unsalted SHA-256: move it to
             # the current pepper while we hold the key, so the old hash can go.
             self.usage.rehash(record.id, presented_hash, current_hash, self.peppers.current_id)
-        valid: Verification | None = record.memo.get("valid")
+        valid: Verification | None = record.valid_answer
         if valid is None:  # one answer object per cached record, not one per request
-            valid = record.memo["valid"] = Verification(Code.VALID, record)
+            valid = Verification(Code.VALID, record)
+            object.__setattr__(record, "valid_answer", valid)
         return valid
 
     async def _count_failure(self, answer: Verification, client_ip: str | None,
