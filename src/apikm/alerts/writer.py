@@ -159,13 +159,13 @@ class AlertWriter:
 async def _insert_marks(conn: AsyncConnection,
                         events: Sequence[SecretReuse | LimitTrip]) -> set[str]:
     """The marks this insert wrote: alerts no replica has written yet."""
-    if not events:
-        return set()
-    result = await conn.execute(
-        upsert(conn.dialect.name, alert_marks).on_conflict_do_nothing()
-        .returning(alert_marks.c.mark),
-        [{"mark": event.mark, "until": _datetime(event.until)} for event in events])
-    return {row.mark for row in result}
+    statement = (upsert(conn.dialect.name, alert_marks).on_conflict_do_nothing()
+                 .returning(alert_marks.c.mark))
+    inserted: set[str] = set()
+    for part in slices([{"mark": event.mark, "until": _datetime(event.until)}
+                        for event in events]):
+        inserted.update(row.mark for row in await conn.execute(statement, part))
+    return inserted
 
 
 def _datetime(epoch: float) -> dt.datetime:

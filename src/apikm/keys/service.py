@@ -505,10 +505,7 @@ def _status_filter(status: str, now: datetime) -> sa.ColumnElement[bool]:
 
 async def _audit(conn: AsyncConnection, action: str, actor: Actor, key_id: str | None,
                  owner_id: str | None, details: dict[str, Any]) -> None:
-    await conn.execute(sa.insert(audit_events).values(
-        at=utcnow(), action=action, actor_id=actor.user_id, actor_name=actor.name,
-        actor_ip=actor.ip, key_id=key_id, owner_id=owner_id, details=details,
-    ))
+    await record_audits(conn, [AuditRow(action, actor, key_id, owner_id, details)])
 
 
 async def record_audit(conn: AsyncConnection, action: str, actor: Actor, key_id: str | None,
@@ -527,7 +524,7 @@ class AuditRow:
 
 
 async def record_audits(conn: AsyncConnection, events: Sequence[AuditRow]) -> None:
-    """Many audit rows in one statement run (executemany): a flush of alerts."""
+    """Audit rows, many in one statement run (executemany: a flush of alerts)."""
     at = utcnow()
     for part in slices([{"at": at, "action": e.action, "actor_id": e.actor.user_id,
                          "actor_name": e.actor.name, "actor_ip": e.actor.ip, "key_id": e.key_id,

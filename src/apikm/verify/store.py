@@ -88,7 +88,7 @@ class KeyStore:
             self._loop_db.execute("PRAGMA busy_timeout = 0")
         # The last read on the spot that found no live key: (candidates, generation, when,
         # what it found).
-        self._kept: tuple[tuple[str, ...], int, float, Found] | None = None
+        self._kept: tuple[list[str], int, float, Found] | None = None
         self._ttl = ttl_seconds
         self._max_age = ttl_seconds
         self._max = max_entries
@@ -124,20 +124,19 @@ class KeyStore:
         ``find`` can answer: another database, the file locked, an error."""
         if self._sqlite is None or self._retired is None or self._loop_db is None:
             return NOT_NOW
-        candidates = tuple(hashes)
+        candidates = list(hashes)
         kept, self._kept = self._kept, None
         if kept is not None and kept[0] == candidates and kept[1] == self._generation \
                 and time.monotonic() - kept[2] < KEPT_SECONDS:
             return kept[3]
         try:
-            connection = self._loop_db
-            row = self._sqlite.first_on(connection, list(candidates))
+            row = self._sqlite.first_on(self._loop_db, candidates)
             retired = None if row is not None else self._retired.first_on(
-                connection, list(candidates))
+                self._loop_db, candidates)
         except Exception:  # the threaded way reads again, and reports what fails there
             return NOT_NOW
         STATS.lookups["database"] += 1
-        found = _found(list(candidates), row, retired)
+        found = _found(candidates, row, retired)
         if found is not None and isinstance(found[1], KeyRecord):
             if self._ttl > 0:  # nothing can change the key between the read and here
                 self._remember(found[0], found[1])

@@ -10,10 +10,12 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from apikm.db import create_engine
 from apikm.keys.tables import api_keys, key_usage_daily
@@ -54,6 +56,18 @@ def _key_row(key_id: str) -> dict[str, object]:
             "expires_at": now + dt.timedelta(days=1)}
 
 
+async def stored_usage(engine: AsyncEngine) -> tuple[dict[str, Any], dict[str, int]]:
+    """Each key's row (use count, last use and address) and its daily counts summed."""
+    async with engine.connect() as conn:
+        rows = {r.id: r for r in await conn.execute(
+            sa.select(api_keys.c.id, api_keys.c.use_count, api_keys.c.last_used_ip,
+                      api_keys.c.last_used_at))}
+        daily = dict((await conn.execute(sa.select(
+            key_usage_daily.c.key_id, sa.func.sum(key_usage_daily.c.count))
+            .group_by(key_usage_daily.c.key_id))).all())
+    return rows, daily
+
+
 def test_a_refused_value_holds_back_no_other_key(database_url: str) -> None:
     async def scenario() -> None:
         engine = create_engine(database_url)
@@ -75,13 +89,7 @@ def test_a_refused_value_holds_back_no_other_key(database_url: str) -> None:
         await usage.flush()
         assert await usage.flush() == 0  # nothing kept back to be written again
 
-        async with engine.connect() as conn:
-            rows = {r.id: r for r in await conn.execute(
-                sa.select(api_keys.c.id, api_keys.c.use_count, api_keys.c.last_used_ip,
-                          api_keys.c.last_used_at))}
-            daily = dict((await conn.execute(sa.select(
-                key_usage_daily.c.key_id, sa.func.sum(key_usage_daily.c.count))
-                .group_by(key_usage_daily.c.key_id))).all())
+        rows, daily = await stored_usage(engine)
         await engine.dispose()
         assert rows[good].use_count == 4 and rows[good].last_used_ip == "2001:db8::1"
         assert rows[zoned].use_count == 4 and rows[zoned].last_used_ip == "198.51.100.3"
@@ -147,8 +155,8 @@ def test_a_database_that_cannot_be_reached_keeps_every_count() -> None:
 
 def test_a_flush_of_many_keys_writes_each_count_once(database_url: str) -> None:
     """12,000 keys in one flush: more than a multi-row VALUES of the daily counts could bind
-    on SQLite (32,766 parameters). Every count lands once, and a replica flushing an older
-    last use after a newer one moves nothing back."""
+    on PostgreSQL (32,767 parameters; it failed there before). Every count lands once, and a
+    replica flushing an older last use after a newer one moves nothing back."""
     async def scenario() -> None:
         engine = create_engine(database_url)
         ids = [str(uuid.uuid4()) for _ in range(12_000)]
@@ -162,13 +170,7 @@ def test_a_flush_of_many_keys_writes_each_count_once(database_url: str) -> None:
                 older.record(key_id, now - 60, "203.0.113.9")
         assert await newer.flush() == len(ids)
         assert await older.flush() == len([n for n in range(len(ids)) if n % 3])
-        async with engine.connect() as conn:
-            rows = {r.id: r for r in await conn.execute(
-                sa.select(api_keys.c.id, api_keys.c.use_count, api_keys.c.last_used_ip,
-                          api_keys.c.last_used_at))}
-            daily = dict((await conn.execute(sa.select(
-                key_usage_daily.c.key_id, sa.func.sum(key_usage_daily.c.count))
-                .group_by(key_usage_daily.c.key_id))).all())
+        rows, daily = await stored_usage(engine)
         await engine.dispose()
         for n, key_id in enumerate(ids):
             assert rows[key_id].use_count == 1 + n % 3

@@ -150,7 +150,7 @@ def test_a_key_never_reaches_asgi_and_both_ways_answer_alike(
         assert answer[1]["x-auth-user"] == "alice" and "date" in answer[1]
 
 
-def test_an_unknown_key_is_refused_through_asgi_alike(served: Served) -> None:
+def test_an_unknown_key_is_refused_through_asgi(served: Served) -> None:
     """A refusal is counted (the ASGI way), after one read on the spot shared by both."""
     unknown = generate_key("apikm").full
     before = len(served.asgi.paths)
